@@ -1,0 +1,111 @@
+"""Project-level checks: install lists agree, CLI lists its commands, configs parse."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vtagml_core.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pyproject_requirements() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        reqs += [r for r in extra if not r.startswith(project["name"])]
+    return {_name(r): r.replace(" ", "") for r in reqs}
+
+
+def test_environment_yml_mirrors_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda = {_name(r): r.replace(" ", "") for r in pip_section if not r.startswith("-e")}
+    assert conda == _pyproject_requirements(), (
+        "environment.yml and pyproject.toml list different dependencies: update both"
+    )
+
+
+def test_layout_exists():
+    for name in ("notebooks", "vtagml_core", "demo_app", "tests", "configs", "bench",
+                 "environment.yml", "README.md", "pyproject.toml", "Makefile"):
+        assert (ROOT / name).exists(), f"{name} missing from the top level (DESIGN.md section 2)"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in ci and "make test" in readme
+
+
+def test_cli_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "vtagml_core", "--help"], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout
+    for cmd in ("data", "params", "reproduce"):
+        assert cmd in out
+
+
+def test_cli_data_domains_lists_all_domains():
+    out = subprocess.run([sys.executable, "-m", "vtagml_core", "data", "domains"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    for domain in ("indoor", "indoor_shift", "street", "comic"):
+        assert domain in out
+
+
+def test_cli_unknown_domain_is_a_clear_error(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "vtagml_core", "data", "render", "--domain",
+                          "mars", "--count", "2", "--size", "32", "--root", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode != 0
+    assert "mars" in res.stderr and "indoor" in res.stderr
+
+
+@dataclasses.dataclass
+class _Inner:
+    size: int = 128
+    names: tuple[str, ...] = ("a",)
+    rate: float = 1e-3
+
+
+@dataclasses.dataclass
+class _Outer:
+    inner: _Inner = dataclasses.field(default_factory=_Inner)
+    flag: bool = False
+    path: str | None = None
+
+
+def test_config_overrides_and_yaml(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("inner:\n  size: 64\nflag: true\n")
+    cfg = load_config(_Outer, f, ["inner.rate=0.5", "inner.names=x,y", "path=runs/a"])
+    assert cfg == _Outer(_Inner(64, ("x", "y"), 0.5), True, "runs/a")
+    assert from_dict(_Outer, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("inner.sise=3", "sise"),
+    ("inner.size=big", "expected an integer"),
+    ("flag=maybe", "true/false"),
+    ("nokey", "key.sub=value"),
+])
+def test_config_bad_override_names_the_problem(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(_Outer(), [override])
+
+
+def test_config_unknown_yaml_key_lists_valid_keys(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("inner:\n  sizes: 64\n")
+    with pytest.raises(ConfigError, match="valid keys"):
+        load_config(_Outer, f)

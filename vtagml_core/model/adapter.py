@@ -1,0 +1,401 @@
+"""The vision transformer adapter: one adapter layer (Fig. 3) and the chained stack (Sec. 3.1-3.2).
+
+Per-task streams, shared weights: every tensor inside the adapters carries a leading task axis,
+``(T, B, L, C)`` (T task streams, B images, L = h*w tokens, C channels), and every adapter
+weight is shared by the streams. Task t enters only through its conditioning vector: its row
+``omega_t`` of TROA's affinity matrix (paper), or a learned task embedding (official code,
+``affinity_source="embedding"``). The streams are computed batched, never task by task.
+
+Adapter layer (Fig. 3, Eq. 2-4)::
+
+    x --LN--> TAA(., omega_t) --(+x)--> a_t --LN--> FFN(down, GELU, up) --(+a_t)--> omega~_t
+    out_t = TSN_t(a_t, omega~_t)
+
+TSN normalises ``a_t`` and is modulated by ``omega~_t`` (Eq. 4 and its text: "a_t ... is the
+task-specific activation obtained from the residual connection, and omega~_t is the summed
+output of the feed-forward network with the residual connection"). The output therefore does
+not add the FFN residual again: the FFN acts through the modulation, as Eq. 4 is written. A
+consequence worth knowing: TSN's FiLM maps start at zero, so on the very first step the FFN
+receives no gradient; it does from the second step on, once the FiLM weights have moved.
+
+Stack (Sec. 3.1): one adapter layer per backbone tap (Swin: the last four blocks of stage 3
+and both blocks of stage 4), chained by skip connections: layer l reads
+``tap_l + skip(out_{l-1})``. Inside a stage the skip is the identity. At a stage change (the
+grid halves, the channels change) it is a learned 2x2 patch merging (concatenate each 2x2
+neighbourhood, LayerNorm, linear to the new width), like the official code, which keeps a
+running adapter stream and patch-merges it between stages.
+
+Cheap per-task gradients for TROA (Algorithm 1 needs ``grad_theta L_t`` for every t; theta is
+the adapters' shared input, the backbone taps): with ``track_task_grads=True`` every stream t
+reads its *own* leaf copy ``theta_t`` of each tap. Stream t feeds only task t's decoder, so
+the one ordinary backward of ``sum_t lambda_t L_t`` leaves ``lambda_t * dL_t/dtheta`` in
+``theta_t.grad`` for all t at once: no extra backward pass per task. The factor lambda_t > 0
+does not change a cosine similarity, so it is not divided out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .taa import BIAS_MODES, LOGIT_MODES, TaskAdaptedAttention
+from .troa import TROA
+from .tsn import LAYER_NORM_EPS, TaskScaledNorm
+
+AFFINITY_SOURCES: tuple[str, ...] = ("troa", "embedding")
+#: Spatial factor of Swin's patch merging between stages.
+MERGE_FACTOR: int = 2
+
+
+@dataclass
+class AdapterConfig:
+    """Options of the adapter stack; each ablation of the paper is one field.
+
+    Attributes:
+        enabled: False = no adapter layers; the stack returns the taps (per task stream).
+        mlp_ratio: FFN bottleneck width as a fraction of C (hidden = max(1, int(C * ratio))).
+        num_heads: heads of every layer; None = the backbone's heads at that tap.
+        taa_logits: ``"cosine"`` (Swin V2) or ``"dot"`` (Eq. 1).
+        taa_bias: ``"film"`` (paper), ``"embedding"`` (official block-diagonal) or ``"none"``
+            (TAA off).
+        window_size: window side for ``taa_bias="embedding"``.
+        affinity_source: ``"troa"`` (omega rows condition the adapters) or ``"embedding"``
+            (official code: a learned task embedding; TROA not used).
+        embed_dim: task-embedding length for ``affinity_source="embedding"``.
+        tsn: Task-Scaled Normalization on (off = the fixed backbone LayerNorm).
+        troa: TROA updates on (off = omega stays uniform).
+        kappa, sign: TROA mirror-descent step and sign (see :mod:`.troa`).
+        a_init_std: std of the random init of TAA's A.
+        qkv_bias: bias in TAA's q/k/v projection.
+        history_every, history_max: TROA history recording (see :class:`.troa.TROA`).
+    """
+
+    enabled: bool = True
+    mlp_ratio: float = 0.25
+    num_heads: int | None = None
+    taa_logits: str = "cosine"
+    taa_bias: str = "film"
+    window_size: int = 8
+    affinity_source: str = "troa"
+    embed_dim: int = 64
+    tsn: bool = True
+    troa: bool = True
+    kappa: float = 1.0
+    sign: float = 1.0
+    a_init_std: float = 0.02
+    qkv_bias: bool = True
+    history_every: int = 1
+    history_max: int = 10_000
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field and its allowed values."""
+        if self.taa_logits not in LOGIT_MODES:
+            raise ValueError(f"taa_logits must be one of {LOGIT_MODES}, got {self.taa_logits!r}")
+        if self.taa_bias not in BIAS_MODES:
+            raise ValueError(f"taa_bias must be one of {BIAS_MODES}, got {self.taa_bias!r}")
+        if self.affinity_source not in AFFINITY_SOURCES:
+            raise ValueError(
+                f"affinity_source must be one of {AFFINITY_SOURCES}, got "
+                f"{self.affinity_source!r}"
+            )
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.embed_dim < 1 or self.window_size < 1:
+            raise ValueError("embed_dim and window_size must be >= 1")
+
+
+class AdapterParts(NamedTuple):
+    """Intermediate tensors of one adapter layer, each ``(T, B, L, C)`` (for teaching plots)."""
+
+    a: Tensor            # after the attention residual
+    omega_tilde: Tensor  # after the FFN residual
+    out: Tensor          # TSN_t(a, omega_tilde)
+
+
+class AdapterLayer(nn.Module):
+    """One vision-adapter layer (Fig. 3), applied to all task streams at once.
+
+    Args:
+        dim, num_heads, grid: channels C, heads, token grid (h, w) of its tap.
+        num_tasks: N.
+        ln_weight, ln_bias: ``(C,)`` backbone LayerNorm (norm1 of the tapped block), the
+            initial gamma', beta' of TSN.
+        mlp_ratio: bottleneck width fraction.
+        taa_logits, taa_bias, window_size, a_init_std, qkv_bias: see
+            :class:`.taa.TaskAdaptedAttention`.
+        cond_dim: conditioning length (N for omega rows, E for task embeddings).
+        tsn_enabled: False = fixed LayerNorm instead of TSN.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        grid: tuple[int, int],
+        num_tasks: int,
+        ln_weight: Tensor,
+        ln_bias: Tensor,
+        mlp_ratio: float = 0.25,
+        taa_logits: str = "cosine",
+        taa_bias: str = "film",
+        window_size: int | None = None,
+        a_init_std: float = 0.02,
+        qkv_bias: bool = True,
+        cond_dim: int | None = None,
+        tsn_enabled: bool = True,
+    ) -> None:
+        super().__init__()
+        hidden = max(1, int(dim * mlp_ratio))
+        self.norm_attn = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.taa = TaskAdaptedAttention(
+            dim, num_heads, grid, num_tasks, qkv_bias=qkv_bias, logits=taa_logits,
+            bias=taa_bias, window_size=window_size, a_init_std=a_init_std, cond_dim=cond_dim,
+        )
+        self.norm_ffn = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.tsn = TaskScaledNorm(dim, ln_weight, ln_bias, enabled=tsn_enabled)
+
+    def parts(self, x: Tensor, cond: Tensor) -> AdapterParts:
+        """Run the layer on ``x (T, B, L, C)`` with ``cond (T, cond_dim)``, keep intermediates."""
+        a = x + self.taa(self.norm_attn(x), cond)
+        omega_tilde = a + self.ffn(self.norm_ffn(a))
+        return AdapterParts(a, omega_tilde, self.tsn(a, omega_tilde))
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """``(T, B, L, C) -> (T, B, L, C)``."""
+        return self.parts(x, cond).out
+
+
+class SkipTransition(nn.Module):
+    """Carries adapter output l-1 to the input of layer l (Sec. 3.1 skip connections).
+
+    Identity inside a stage; a linear map if only the width changes; 2x2 patch merging
+    (concat 2x2 neighbours -> LayerNorm(4C) -> linear to the new width) if the grid halves.
+    Works on ``(T, B, h, w, C)``.
+    """
+
+    def __init__(self, in_ch: int, in_grid: tuple[int, int], out_ch: int,
+                 out_grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.merge = tuple(in_grid) != tuple(out_grid)
+        if self.merge:
+            expected = (in_grid[0] // MERGE_FACTOR, in_grid[1] // MERGE_FACTOR)
+            odd = in_grid[0] % MERGE_FACTOR or in_grid[1] % MERGE_FACTOR
+            if odd or expected != tuple(out_grid):
+                raise ValueError(
+                    f"consecutive taps must keep the grid or halve it (Swin stage change); got "
+                    f"{tuple(in_grid)} -> {tuple(out_grid)}. Reorder the taps or drop one."
+                )
+            merged = MERGE_FACTOR * MERGE_FACTOR * in_ch
+            self.norm = nn.LayerNorm(merged, eps=LAYER_NORM_EPS)
+            self.reduction = nn.Linear(merged, out_ch, bias=False)
+        elif in_ch != out_ch:
+            self.reduction = nn.Linear(in_ch, out_ch, bias=False)
+        else:
+            self.reduction = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.merge:
+            return self.reduction(x)
+        # Same neighbour order as Swin's PatchMerging: (0,0), (1,0), (0,1), (1,1).
+        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :],
+                       x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], dim=-1)
+        return self.reduction(self.norm(x))
+
+
+class VisionAdapter(nn.Module):
+    """The chain of adapter layers over the backbone taps, for T task streams.
+
+    Args:
+        config: :class:`AdapterConfig`.
+        tap_channels: C_l per tap, e.g. ``[128] * 4 + [256] * 2``.
+        tap_grids: (h_l, w_l) per tap, e.g. ``[(8, 8)] * 4 + [(4, 4)] * 2``.
+        tap_heads: backbone heads per tap (used when ``config.num_heads`` is None).
+        ln_params: ``(weight, bias)`` of the tapped block's LayerNorm per tap (TSN init).
+        num_tasks: N.
+    """
+
+    def __init__(
+        self,
+        config: AdapterConfig,
+        tap_channels: Sequence[int],
+        tap_grids: Sequence[tuple[int, int]],
+        tap_heads: Sequence[int],
+        ln_params: Sequence[tuple[Tensor, Tensor]],
+        num_tasks: int,
+    ) -> None:
+        super().__init__()
+        config.validate()
+        n_taps = len(tap_channels)
+        if n_taps == 0 or not (len(tap_grids) == len(tap_heads) == len(ln_params) == n_taps):
+            raise ValueError(
+                f"tap_channels, tap_grids, tap_heads and ln_params need one entry per tap, got "
+                f"{n_taps}, {len(tap_grids)}, {len(tap_heads)}, {len(ln_params)}"
+            )
+        self.config, self.num_tasks = config, num_tasks
+        self.tap_channels = [int(c) for c in tap_channels]
+        self.tap_grids = [(int(g[0]), int(g[1])) for g in tap_grids]
+        use_embedding = config.affinity_source == "embedding"
+        self.troa = TROA(
+            num_tasks, config.kappa, config.sign,
+            enabled=config.troa and not use_embedding and config.enabled,
+            history_every=config.history_every, history_max=config.history_max,
+        )
+        self.task_embedding = nn.Embedding(num_tasks, config.embed_dim) if use_embedding else None
+        cond_dim = config.embed_dim if use_embedding else num_tasks
+        self.layers = nn.ModuleList()
+        self.skips = nn.ModuleList()
+        if config.enabled:
+            for i, (c, g, h, (w, b)) in enumerate(
+                zip(self.tap_channels, self.tap_grids, tap_heads, ln_params)
+            ):
+                self.layers.append(AdapterLayer(
+                    c, config.num_heads or h, g, num_tasks, w, b, mlp_ratio=config.mlp_ratio,
+                    taa_logits=config.taa_logits, taa_bias=config.taa_bias,
+                    window_size=config.window_size, a_init_std=config.a_init_std,
+                    qkv_bias=config.qkv_bias, cond_dim=cond_dim, tsn_enabled=config.tsn,
+                ))
+                if i > 0:
+                    self.skips.append(SkipTransition(
+                        self.tap_channels[i - 1], self.tap_grids[i - 1], c, g))
+        self._leaves: list[Tensor] | None = None
+        self._tracked_ids: list[int] | None = None
+
+    @property
+    def stage_ends(self) -> list[int]:
+        """Index of the last layer of each stage (where the grid or width changes next)."""
+        shapes = list(zip(self.tap_grids, self.tap_channels))
+        last = len(shapes) - 1
+        return [i for i in range(len(shapes)) if i == last or shapes[i] != shapes[i + 1]]
+
+    def condition(self, omega: Tensor | None = None, task_ids: Tensor | None = None) -> Tensor:
+        """Conditioning rows ``(T, cond_dim)``: omega rows, or task embeddings.
+
+        ``omega=None`` takes ``self.troa.omega[task_ids]`` (all N tasks in order when
+        ``task_ids`` is None). With ``affinity_source="embedding"`` the rows are
+        ``task_embedding(task_ids)`` and ``omega`` must be None.
+        """
+        device = self.troa.omega.device
+        if task_ids is None:
+            task_ids = torch.arange(self.num_tasks, device=device)
+        task_ids = torch.as_tensor(task_ids, device=device).long().reshape(-1)
+        if self.task_embedding is not None:
+            if omega is not None:
+                raise ValueError(
+                    "affinity_source='embedding' conditions on learned task embeddings; pass "
+                    "task_ids, not omega (or use affinity_source='troa')"
+                )
+            return self.task_embedding(task_ids)
+        if omega is None:
+            return self.troa.omega[task_ids]
+        if omega.dim() != 2 or omega.shape[1] != self.num_tasks:
+            raise ValueError(
+                f"omega must be (T, {self.num_tasks}) affinity rows, got {tuple(omega.shape)}")
+        return omega
+
+    def _stream_inputs(self, taps: Sequence[Tensor], T: int, track: bool) -> list[Tensor]:
+        """Broadcast each shared tap ``(B, h, w, C)`` to T streams ``(T, B, h, w, C)``.
+
+        The backbone is frozen, so taps are detached. With ``track`` every stream gets its own
+        leaf copy (see the module docstring); otherwise a zero-copy expanded view.
+        """
+        if len(taps) != len(self.tap_channels):
+            raise ValueError(f"expected {len(self.tap_channels)} taps, got {len(taps)}")
+        streams = []
+        for i, tap in enumerate(taps):
+            want = (*self.tap_grids[i], self.tap_channels[i])
+            if tap.dim() != 4 or tuple(tap.shape[1:]) != want:
+                raise ValueError(
+                    f"tap {i} must be NHWC (B, {want[0]}, {want[1]}, {want[2]}), got "
+                    f"{tuple(tap.shape)}; permute NCHW features with .permute(0, 2, 3, 1)"
+                )
+            shared = tap.detach().unsqueeze(0).expand(T, *tap.shape)
+            streams.append(shared.clone().requires_grad_(True) if track else shared)
+        self._leaves = streams if track else None
+        return streams
+
+    def _remember_ids(self, task_ids: Tensor | None, track: bool) -> None:
+        """Note which tasks the tracked streams were, so TROA can check their order."""
+        if not track:
+            self._tracked_ids = None
+        elif task_ids is None:
+            self._tracked_ids = list(range(self.num_tasks))
+        else:
+            self._tracked_ids = task_ids.reshape(-1).tolist()
+
+    def run_layers(self, streams: Sequence[Tensor], cond: Tensor) -> list[Tensor]:
+        """Chain the adapter layers over per-stream taps ``(T, B, h, w, C)`` with ``cond``.
+
+        Returns one ``(T, B, h_l, w_l, C_l)`` output per layer (the streams themselves when
+        the adapters are disabled).
+        """
+        if not self.layers:
+            return list(streams)
+        outputs: list[Tensor] = []
+        for i, (layer, x) in enumerate(zip(self.layers, streams)):
+            if i > 0:
+                x = x + self.skips[i - 1](outputs[-1])
+            T, B, h, w, C = x.shape
+            outputs.append(layer(x.reshape(T, B, h * w, C), cond).view(T, B, h, w, C))
+        return outputs
+
+    def forward(
+        self,
+        taps: Sequence[Tensor],
+        omega: Tensor | None = None,
+        track_task_grads: bool = False,
+        task_ids: Tensor | Sequence[int] | None = None,
+    ) -> list[Tensor]:
+        """Adapter outputs for every task stream.
+
+        Args:
+            taps: shared backbone taps, each ``(B, h_l, w_l, C_l)``.
+            omega: ``(T, N)`` affinity rows; None = TROA's current rows for ``task_ids``.
+            track_task_grads: keep per-task leaf copies of the taps so that, after the
+                backward, :meth:`task_gradients` returns every task's gradient.
+            task_ids: which tasks the T streams are (default: all N in order).
+
+        Returns:
+            One ``(T, B, h_l, w_l, C_l)`` tensor per layer; the decoder reads
+            ``outputs[i] for i in self.stage_ends``.
+        """
+        ids = None if task_ids is None else torch.as_tensor(task_ids)
+        cond = self.condition(omega, ids)
+        streams = self._stream_inputs(taps, cond.shape[0], track_task_grads)
+        self._remember_ids(ids, track_task_grads)
+        return self.run_layers(streams, cond)
+
+    def task_gradients(self) -> Tensor:
+        """``(T, D)`` per-task gradients w.r.t. the taps, concatenated over all taps.
+
+        Row t is ``lambda_t * dL_t / dtheta`` flattened (D = sum over taps of B*h*w*C).
+
+        Raises:
+            RuntimeError: without a ``track_task_grads=True`` forward followed by backward.
+        """
+        if self._leaves is None:
+            raise RuntimeError(
+                "no per-task leaves: run forward(..., track_task_grads=True) before asking for "
+                "task gradients"
+            )
+        if any(leaf.grad is None for leaf in self._leaves):
+            raise RuntimeError(
+                "per-task gradients are not there yet: call loss.backward() on the total loss "
+                "after forward(..., track_task_grads=True) and before task_gradients()"
+            )
+        T = self._leaves[0].shape[0]
+        return torch.cat([leaf.grad.reshape(T, -1) for leaf in self._leaves], dim=1)
+
+    def update_affinity(self) -> Tensor | None:
+        """TROA step from the tracked gradients; returns ``sim (N, N)``, None if TROA is off."""
+        if not self.troa.enabled:
+            return None
+        grads = self.task_gradients()
+        if grads.shape[0] != self.num_tasks or self._tracked_ids != list(range(self.num_tasks)):
+            raise RuntimeError(
+                f"TROA needs all {self.num_tasks} task streams in task order, the last "
+                f"tracked forward had tasks {self._tracked_ids}; call forward with task_ids=None"
+            )
+        return self.troa.update(grads)
