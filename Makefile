@@ -31,6 +31,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 demo: $(STAMP)
+	@test -f demo_app/app.py || { echo "The Gradio demo is not built yet (see demo_app/README.md)."; exit 1; }
 	$(BIN)/python -m vtagml_core demo
 
 bench: $(STAMP)
