@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 PRESET ?= quick
 OUT    ?= runs/reproduce
 
-.PHONY: setup reproduce test lab demo bench clean
+.PHONY: setup reproduce test browser lab demo bench clean
 
 # pip install -e ".[dev]" installs everything: torch/torchvision (the registry's regular
 # builds; they run on CPU), timm, notebooks, demo and test tools. Re-runs when pyproject changes.
@@ -24,7 +24,24 @@ setup: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python -m vtagml_core reproduce --preset $(PRESET) --out $(OUT)
 
-test: $(STAMP)
+# The demo's browser test drives Debian's chromium headless (tests/test_demo_browser.py).
+# Installed here when missing: as root with apt-get, else through sudo; quiet when present.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "chromium missing and no apt-get: install Chromium at $(CHROMIUM) for the browser test"; \
+	  elif [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium for the browser test (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null; then \
+	    echo "installing chromium for the browser test (sudo apt-get)"; \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium missing: run 'apt-get install chromium' as root for the browser test"; \
+	  fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lab: $(STAMP)

@@ -14,7 +14,15 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("vtagml_core.commands.data", "synthetic benchmark: list domains, render, statistics"),
     "params": ("vtagml_core.commands.params", "parameter report of the VTAGML model per component"),
+    "pretrain": ("vtagml_core.commands.pretrain", "pretrain the offline backbone on the dense pretext split"),
     "reproduce": ("vtagml_core.commands.reproduce", "headless end-to-end run of the kit's pipeline"),
+    "notebooks": ("vtagml_core.commands.notebooks",
+                  "teaching notebooks: headless papermill run + report, student versions"),
+    "train": ("vtagml_core.commands.train", "train a method: epochs, validation, checkpoints, --resume, torchrun"),
+    "demo": ("vtagml_core.commands.demo", "Gradio demo: per-task predictions, task affinities, attention"),
+    "settings": ("vtagml_core.commands.settings",
+                 "the paper's evaluation settings: mtl, zeroshot, uda, novel, efficiency, all"),
+    "tables": ("vtagml_core.commands.tables", "collect setting results into the paper's tables (md + plotly)"),
 }
 
 

@@ -23,6 +23,8 @@ class DataConfig:
     """Which synthetic domain and how many scenes of each split, at what size.
 
     ``size`` must equal ``model.backbone.img_size`` (the backbone is built for one size).
+    ``batch_size`` is per process: under ``torchrun --nproc_per_node=K`` the global batch of one
+    optimizer step is ``K * batch_size``.
     """
 
     domain: str = "indoor"
@@ -39,27 +41,96 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """A plain training run (the full trainer with schedules and resume is its own module).
+    """How the trainer runs (:mod:`vtagml_core.train.trainer`; DESIGN.md section 3, "Training").
 
-    Attributes:
-        steps: optimizer steps.
-        lr: Adam learning rate.
-        class_weight_power: segmentation CE weights ~ frequency^-power (0 disables; DESIGN.md
-            section 5 measured 0.5 as essential on the synthetic classes).
+    Budget:
+        epochs: passes over the training split (the unit of validation and checkpoints).
+        max_steps: optional cap on optimizer steps (``None``: ``epochs`` full passes).
+        steps: older name of ``max_steps`` (kept so that ``--set train.steps=N`` still works);
+            set one of the two, not both to different values.
+
+    Optimisation (DESIGN.md section 3, "Training": Adam, warm-up then cosine decay; the
+    paper's digest says the same and gives no numbers, so the values are the kit's):
+        lr: peak Adam learning rate, reached at the end of the warm-up.
+        warmup_steps: linear warm-up length in optimizer steps.
+        min_lr_ratio: the cosine decays to ``min_lr_ratio * lr`` at the last step.
+        class_weight_power: segmentation CE weights ~ frequency^-power, counted on the train
+            split (0 disables; DESIGN.md section 5 measured 0.5 as essential on the synthetic
+            classes).
         depth_loss, edge_loss: see :mod:`vtagml_core.train.losses`.
         task_weights: lambda_t per task (missing tasks: 1).
-        seed: seeds torch for the model init and data order.
+        balancer: how the task losses become one update (:mod:`vtagml_core.train.balancing`):
+            ``equal`` (the paper's sum), ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad`` or
+            ``cagrad``.
+        balancer_options: keyword options of the balancer, e.g. ``{temperature: 2.0}`` for
+            ``dwa`` or ``{c: 0.4}`` for ``cagrad`` (unknown options raise, listing the valid ones).
+
+    Run:
+        seed: seeds the model init (torch, numpy, python) and the data order of every epoch.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        amp: bf16 autocast on CUDA (always fp32 on CPU).
+        feature_cache: precompute the frozen backbone's features once
+            (:mod:`vtagml_core.train.feature_cache`); only used when the backbone is frozen and
+            the datasets do not augment images.
+        feature_batch_size: images per backbone forward while filling the feature cache.
+        save_every_steps: also checkpoint the training state every this many steps inside an
+            epoch (0: only at epoch ends); resume continues from the latest one.
+        progress: tqdm progress bars (rank 0 only).
     """
 
-    steps: int = 60
+    epochs: int = 1
+    max_steps: int | None = None
+    steps: int | None = None
     lr: float = 2e-3
+    warmup_steps: int = 5
+    min_lr_ratio: float = 0.05
     class_weight_power: float = 0.5
     depth_loss: str = "l1"
     edge_loss: str = "l1"
     task_weights: dict[str, float] = field(default_factory=dict)
+    balancer: str = "equal"
+    balancer_options: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
+    amp: bool = True
+    feature_cache: bool = True
+    feature_batch_size: int = 32
+    save_every_steps: int = 50
+    progress: bool = True
+
+    def validate(self) -> "TrainConfig":
+        """Check ranges and fold the legacy ``steps`` into ``max_steps``."""
+        if self.steps is not None:
+            if self.max_steps is not None and self.max_steps != self.steps:
+                raise ValueError(
+                    f"train.steps ({self.steps}) and train.max_steps ({self.max_steps}) disagree; "
+                    "train.steps is the older name of train.max_steps: set only max_steps"
+                )
+            self.max_steps, self.steps = self.steps, None
+        checks = [
+            (self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}"),
+            (self.max_steps is None or self.max_steps >= 1,
+             f"train.max_steps must be >= 1 or null, got {self.max_steps}"),
+            (self.lr > 0, f"train.lr must be > 0, got {self.lr}"),
+            (self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (0.0 <= self.min_lr_ratio <= 1.0,
+             f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (self.save_every_steps >= 0,
+             f"train.save_every_steps must be >= 0 (0 = epoch ends only), got {self.save_every_steps}"),
+            (self.feature_batch_size >= 1,
+             f"train.feature_batch_size must be >= 1, got {self.feature_batch_size}"),
+            (self.device in ("auto", "cpu", "cuda"),
+             f"train.device must be auto, cpu or cuda, got {self.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        from vtagml_core.train.balancing import BALANCERS, build_balancer
+
+        if self.balancer not in BALANCERS:
+            raise ValueError(f"train.balancer must be one of {', '.join(BALANCERS)}, got {self.balancer!r}")
+        build_balancer(self.balancer, ("seg", "depth"), **dict(self.balancer_options))  # checks options
+        return self
 
 
 @dataclass
@@ -70,6 +141,9 @@ class KitConfig:
 
     def validate(self) -> "KitConfig":
         parse_tasks(self.model.tasks)
+        self.train.validate()
+        if self.data.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if self.data.size <= 0:
             raise ValueError(f"data.size must be a positive integer, got {self.data.size}")
         if self.data.size != self.model.backbone.img_size:

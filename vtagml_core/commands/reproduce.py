@@ -6,21 +6,27 @@ benchmark and writes ``<out>/report.md``:
 1. render (or reuse) every synthetic domain's train/val/test splits and the pretext split, with
    statistics and a plotly sample grid per domain;
 2. build the VTAGML model of the preset and report its parameters;
-3. train it for ``train.steps`` steps on the source domain with TROA on; evaluate on the
-   validation split before and after, next to trivial predictors (majority class, mean depth,
-   mean normal, no edges), save the model and the affinity matrix with its history.
+3. train it with :class:`vtagml_core.train.trainer.Trainer` (``train.epochs`` epochs, capped
+   by ``train.max_steps``) on the source domain with TROA on; evaluate on the validation split
+   before and after, next to trivial predictors (majority class, mean depth, mean normal, no
+   edges), save the model and the affinity matrix with its history. The trainer's own run
+   folder (log, best/last checkpoints, training state) is ``<out>/train``; it is replaced
+   when the command runs again.
 
 Every number in the report is measured in this run and names its dataset, size and backbone.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import shutil
 import time
 from pathlib import Path
 
 from ._common import add_config_arguments, config_from_args
+
+#: Sub-folder of ``--out`` that holds the trainer's run (log, checkpoints, state).
+TRAIN_DIR = "train"
 
 #: Metrics shown in the report per task (the paper's columns: mIoU, RMSE, mErr, odsF).
 REPORT_METRICS = {"seg": ("mIoU", "pixel_acc"), "depth": ("rmse", "abs_rel"),
@@ -30,16 +36,6 @@ REPORT_METRICS = {"seg": ("mIoU", "pixel_acc"), "depth": ("rmse", "abs_rel"),
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="output folder")
-
-
-def _resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is visible; use auto or cpu")
-    return torch.device(name)
 
 
 def _metrics_rows(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
@@ -94,14 +90,11 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from vtagml_core.config import to_dict
-    from vtagml_core.data.dataset import SyntheticDataset
-    from vtagml_core.eval.evaluate import evaluate
     from vtagml_core.eval.trivial import evaluate_trivial
     from vtagml_core.model.checkpoint import save_model
     from vtagml_core.model.params import format_parameter_table
-    from vtagml_core.model.vtagml import VTAGML
-    from vtagml_core.train.losses import MultiTaskLoss, class_pixel_counts, class_weights_from_frequencies
-    from vtagml_core.train.step import move_batch, train_step
+    from vtagml_core.train.logging import LOG_FILE, read_log
+    from vtagml_core.train.trainer import RESULTS_FILE, Trainer
     from vtagml_core.viz.affinity import affinity_heatmap, affinity_history_figure
 
     cfg = config_from_args(args)
@@ -118,55 +111,31 @@ def run(args: argparse.Namespace) -> int:
               f"config in `config.json`.", ""]
     report += _render_all(cfg, out, log)
 
-    log("[2/3] building the model")
-    torch.manual_seed(cfg.train.seed)
-    device = _resolve_device(cfg.train.device)
-    model = VTAGML(cfg.model).to(device)
+    log("[2/3] building the model and the trainer")
+    run_dir = out / TRAIN_DIR
+    if run_dir.exists():  # this command regenerates all of its outputs
+        log(f"  replacing the previous training run in {run_dir}")
+        shutil.rmtree(run_dir)
+    trainer = Trainer(cfg, run_dir, method="vtagml")
+    model, device, d = trainer.model, trainer.device, cfg.data
     bb = cfg.model.backbone
-    where = (f"synthetic/{cfg.data.domain} val split ({cfg.data.val_count} scenes), "
-             f"{cfg.data.size}x{cfg.data.size}, backbone {bb.name}"
+    where = (f"synthetic/{d.domain} val split ({d.val_count} scenes), {d.size}x{d.size}, "
+             f"backbone {bb.name}"
              f"{' (pretrained)' if bb.pretrained or bb.weights else ' (random init, frozen)'}")
     report += ["", "## 2. Model", "",
                f"VTAGML, tasks {cfg.model.tasks}, {model.num_classes} classes, adapter taps "
                f"{model.backbone.tap_blocks}.", "", format_parameter_table(model.parameter_report())]
 
-    log(f"[3/3] training {cfg.train.steps} steps on {cfg.data.domain} ({device})")
-    d = cfg.data
-    root = Path(d.cache_root) if d.cache_root else None
-    kw = dict(tasks=model.tasks, size=d.size, seed=d.seed, root=root, progress=False)
-    train_ds = SyntheticDataset(d.domain, "train", count=d.train_count, **kw)
-    val_ds = SyntheticDataset(d.domain, "val", count=d.val_count, **kw)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = DataLoader(train_ds, batch_size=d.batch_size, shuffle=True, drop_last=True,
-                              generator=gen, num_workers=d.num_workers)
-    val_loader = DataLoader(val_ds, batch_size=d.batch_size, num_workers=d.num_workers)
-    weights = None
-    if "seg" in model.tasks and cfg.train.class_weight_power > 0:
-        counts = sum(class_pixel_counts(b["seg"], model.num_classes) for b in
-                     DataLoader(train_ds, batch_size=64))
-        weights = class_weights_from_frequencies(counts, cfg.train.class_weight_power).to(device)
-    loss_fn = MultiTaskLoss(model.tasks, cfg.train.task_weights or None, cfg.train.depth_loss,
-                            cfg.train.edge_loss, class_weights=weights)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                                 lr=cfg.train.lr)
-    results = {"trivial predictors": evaluate_trivial(train_loader, val_loader, model.tasks,
-                                                      model.num_classes)}
-    results["VTAGML before training"] = evaluate(model, val_loader, model.tasks,
-                                                 model.num_classes, device)
-    model.train()
-    losses, t0 = [], time.perf_counter()
-    batches = itertools.cycle(train_loader)
-    for step in range(1, cfg.train.steps + 1):
-        res = train_step(model, move_batch(next(batches), device), loss_fn, optimizer)
-        losses.append({"step": step, "loss": res.loss, **res.task_losses})
-        if step == 1 or step % max(1, cfg.train.steps // 10) == 0:
-            log(f"  step {step:4d}  loss {res.loss:.4f}  " +
-                "  ".join(f"{t} {v:.3f}" for t, v in res.task_losses.items()))
-    train_secs = time.perf_counter() - t0
-    results[f"VTAGML after {cfg.train.steps} steps"] = evaluate(
-        model, val_loader, model.tasks, model.num_classes, device)
-    save_model(model, out / "model", meta={"preset": args.preset, "steps": cfg.train.steps})
-    (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
+    log(f"[3/3] training {trainer.total_steps} steps on {d.domain} ({device})")
+    plain = dict(batch_size=d.batch_size, num_workers=d.num_workers, generator=torch.Generator())
+    results = {"trivial predictors": evaluate_trivial(
+        DataLoader(trainer.train_set, **plain), DataLoader(trainer.val_set, **plain),
+        model.tasks, model.num_classes)}
+    results["VTAGML before training"] = trainer.evaluate()
+    fit = trainer.fit()
+    summary = json.loads((run_dir / RESULTS_FILE).read_text())
+    results[f"VTAGML after {trainer.global_step} steps"] = fit.last_metrics
+    save_model(fit.model, out / "model", meta={"preset": args.preset, "steps": trainer.global_step})
     (out / "results.json").write_text(json.dumps({"where": where, "results": results}, indent=2))
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     affinity_heatmap(model.omega, model.tasks).write_html(str(out / "affinity.html"),
@@ -175,17 +144,23 @@ def run(args: argparse.Namespace) -> int:
     if len(steps):
         affinity_history_figure(steps, mats, model.tasks).write_html(
             str(out / "affinity_history.html"), include_plotlyjs="directory")
+    losses = [r["loss"] for r in read_log(run_dir / LOG_FILE, kind="step")]
     omega = model.omega.cpu().numpy()
+    tc = cfg.train
     report += ["", "## 3. A short training run", "",
-               f"{cfg.train.steps} steps of batch {d.batch_size} (Adam, lr {cfg.train.lr}) on "
-               f"synthetic/{d.domain} train ({d.train_count} scenes) in {train_secs:.1f} s on "
-               f"{device}; loss {losses[0]['loss']:.4f} -> {losses[-1]['loss']:.4f}.", "",
+               f"{trainer.global_step} steps ({trainer.epoch} epoch(s)) of batch {d.batch_size} "
+               f"(Adam, lr {tc.lr} after {tc.warmup_steps} warm-up steps, cosine to "
+               f"{tc.min_lr_ratio} x lr) on synthetic/{d.domain} train ({d.train_count} scenes) "
+               f"in {summary['train_seconds']:.1f} s on {device}"
+               f"{' with the frozen-backbone feature cache' if trainer.use_feature_cache else ''}; "
+               f"loss {losses[0]:.4f} -> {losses[-1]:.4f}.", "",
                f"Metrics on {where}:", "", *_metrics_rows(results), "",
                "TROA affinity after training (row = target task, column = inductive task):", "",
                "| | " + " | ".join(model.tasks) + " |", "|---|" + "---:|" * len(model.tasks),
                *[f"| {t} | " + " | ".join(f"{v:.3f}" for v in omega[i]) + " |"
                  for i, t in enumerate(model.tasks)],
-               "", "Files: `model/` (safetensors + JSON), `train_log.jsonl`, `results.json`, "
+               "", f"Files: `model/` (safetensors + JSON), `{TRAIN_DIR}/` (the trainer's run: "
+               "`log.jsonl`, `best/`, `last/`, `state.pt`, `results.json`), `results.json`, "
                "`affinity.html`, `affinity_history.html`.",
                "", f"Total run time: {time.perf_counter() - started:.1f} s."]
     (out / "report.md").write_text("\n".join(report) + "\n")

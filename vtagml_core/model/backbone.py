@@ -1,50 +1,44 @@
-"""The frozen backbone and its taps (paper Sec. 3.1 "Encoder Module"; DESIGN.md Sec. 3).
+"""The backbone and its taps (paper Sec. 3.1 "Encoder Module"; DESIGN.md Sec. 3).
 
 The encoder is a pretrained vision transformer that never trains: no gradients, eval mode. The
 adapter layers read the outputs of a few of its blocks ("taps"), and the decoder reads every
 stage's output. Paper Sec. 3.1 places the adapters on Swin-B V2 blocks 15-18 of stage 3 (the last
-four of its 18) and on both blocks of stage 4: six taps. "For any other vision transformer
-backbone, our vision transformer adapters work best when integrated with layers comprising
-mid-level to high-level information", so for ViT (no stages) the kit taps four mid-to-high blocks.
+four of its 18) and on both blocks of stage 4: six taps.
 
-Taps are collected by running timm's own modules in order (patch embedding, then each stage's
-downsampling and blocks), exactly the calls timm's ``forward_features`` makes, so the outputs are
-bit-identical to timm's (the tests check it). Three timm families are supported:
+How each timm family (Swin V2, ViT, PVT-v2) is run block by block, and its default taps, lives
+in :mod:`~vtagml_core.model.backbone_families`; building the timm model and loading its weights
+in :mod:`~vtagml_core.model.backbone_weights`. This module wraps both into one ``nn.Module``.
 
-- :class:`~timm.models.swin_transformer_v2.SwinTransformerV2` (the paper's backbone; the kit's
-  tiny CPU backbone too): four stages at strides 4, 8, 16, 32.
-- :class:`~timm.models.vision_transformer.VisionTransformer`: single scale, see :class:`_ViTWalk`.
-- :class:`~timm.models.pvt_v2.PyramidVisionTransformerV2`: four stages at strides 4, 8, 16, 32.
+**Frozen by default, trainable on request.** VTAGML and every baseline of paper Sec. 4 except one
+keep the backbone frozen. The exception is the "fully fine-tuned MTL Swin" baseline (DESIGN.md
+Sec. 7), which trains the backbone too: ``BackboneConfig(frozen=False)`` makes the same wrapper
+trainable (parameters require grad, ``train()`` is honoured, the forward keeps the graph).
+Features of a trainable backbone change every step, so a feature cache must check
+``backbone.frozen`` before serving precomputed features.
 
 All outputs are channels-last, ``(B, h, w, C)`` (timm's Swin layout).
 """
 from __future__ import annotations
 
-import math
-from abc import ABC, abstractmethod
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models.pvt_v2 import PyramidVisionTransformerV2
-from timm.models.swin_transformer_v2 import SwinTransformerV2
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from .backbone_families import (  # noqa: F401  (constants re-exported for existing imports)
+    SWIN_STAGE3_TAPPED_BLOCKS,
+    VIT_STAGE_STRIDES,
+    VIT_TAP_FRACTIONS,
+    Tap,
+    make_walk,
+    validate_taps,
+)
 from .backbone_weights import check_backbone_name, create_timm_model
 
-#: Swin V2 default placement (Sec. 3.1): this many last blocks of stage 3 (blocks 15-18 of Swin-B's
-#: 18), then every block of stage 4. Stage 3 with fewer blocks is tapped whole.
-SWIN_STAGE3_TAPPED_BLOCKS: int = 4
-#: ViT default placement: blocks at these fractions of the depth (block 6, 8, 10, 12 of 12).
-VIT_TAP_FRACTIONS: tuple[float, ...] = (1 / 2, 2 / 3, 5 / 6, 1.0)
-#: Strides of the four stage maps a single-scale ViT provides to the decoder (resized, see _ViTWalk).
-VIT_STAGE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 #: Image channels the backbone expects (RGB).
 IMAGE_CHANNELS: int = 3
-
-Tap = tuple[int, int]
 
 
 @dataclass
@@ -60,6 +54,8 @@ class BackboneConfig:
         weights: a local ``.safetensors`` or torch state-dict file to load instead.
         taps: ``(stage, block)`` pairs (0-based) whose outputs the adapters read, in forward order;
             ``None`` takes the paper's placement. ViT has a single stage 0.
+        frozen: True (the paper): no gradients, always eval mode. False: the backbone trains with
+            the rest of the model (the "fully fine-tuned MTL Swin" baseline, ``finetune_mtl``).
     """
 
     name: str = "swinv2_tiny_cpu"
@@ -67,11 +63,14 @@ class BackboneConfig:
     pretrained: bool = False
     weights: str | None = None
     taps: list[Tap] | None = field(default=None)
+    frozen: bool = True
 
     def __post_init__(self) -> None:
         check_backbone_name(self.name)
         if not isinstance(self.img_size, int) or self.img_size <= 0:
             raise ValueError(f"backbone.img_size must be a positive integer, got {self.img_size!r}")
+        if not isinstance(self.frozen, bool):
+            raise ValueError(f"backbone.frozen must be true or false, got {self.frozen!r}")
         if self.taps is not None:
             try:
                 self.taps = [(int(s), int(b)) for s, b in self.taps]
@@ -94,257 +93,17 @@ class BackboneOutput:
     stages: list[Tensor]
 
 
-class _Walk(ABC):
-    """How to run one timm family module by module; subclass it to support another family.
-
-    Subclasses set ``depths`` (blocks per stage), ``stage_channels`` and ``stage_strides``.
-    """
-
-    family: str = ""
-    depths: list[int]
-    stage_channels: list[int]
-    stage_strides: list[int]
-
-    @abstractmethod
-    def default_taps(self) -> list[Tap]:
-        """The paper's placement for this family (Sec. 3.1)."""
-
-    @abstractmethod
-    def block(self, tap: Tap) -> nn.Module:
-        """The timm block at ``(stage, block)``."""
-
-    @abstractmethod
-    def built_size(self) -> tuple[int, int] | None:
-        """``(H, W)`` the model is fixed to, or ``None``."""
-
-    @abstractmethod
-    def patch_grid_multiple(self) -> int:
-        """What image sides must be a multiple of."""
-
-    @abstractmethod
-    def run(self, x: Tensor, taps: set[Tap]) -> tuple[list[Tensor], list[Tensor]]:
-        """Normalised ``(B, 3, H, W)`` -> (tap maps, stage maps), all ``(B, h, w, C)``."""
-
-    def norm_at(self, tap: Tap) -> nn.LayerNorm:
-        return self.block(tap).norm1
-
-    def tap_channels(self, tap: Tap) -> int:
-        return self.stage_channels[tap[0]]
-
-    def tap_stride(self, tap: Tap) -> int:
-        return self.stage_strides[tap[0]]
-
-
-class _SwinV2Walk(_Walk):
-    """Swin V2: ``patch_embed`` then, per stage, ``downsample`` (PatchMerging) and its blocks.
-
-    Stage ``s`` outputs are ``model.layers[s](...)``; the last one is ``forward_features`` before
-    timm's final ``norm``. The LayerNorm at a tap is the block's ``norm1``: Swin V2 blocks are
-    post-norm (``x + norm1(attn(x))``), so ``norm1`` normalises the attention branch.
-    """
-
-    family = "Swin V2"
-
-    def __init__(self, model: SwinTransformerV2):
-        self.model = model
-        self.depths = [len(stage.blocks) for stage in model.layers]
-        self.stage_channels = [info["num_chs"] for info in model.feature_info]
-        self.stage_strides = [info["reduction"] for info in model.feature_info]
-
-    def default_taps(self) -> list[Tap]:
-        mid, last = len(self.depths) - 2, len(self.depths) - 1
-        first = max(0, self.depths[mid] - SWIN_STAGE3_TAPPED_BLOCKS)
-        return [(mid, b) for b in range(first, self.depths[mid])] + [(last, b) for b in range(self.depths[last])]
-
-    def block(self, tap: Tap) -> nn.Module:
-        return self.model.layers[tap[0]].blocks[tap[1]]
-
-    def built_size(self) -> tuple[int, int] | None:
-        embed = self.model.patch_embed
-        return tuple(embed.img_size) if embed.strict_img_size else None
-
-    def patch_grid_multiple(self) -> int:
-        """Deepest stride (patch merging halves the map 3 times), and stride x window for every
-        stage whose map is split into several windows. timm clips a window larger than its map to
-        the map (one window, no constraint); otherwise it would zero-pad partial windows."""
-        factors = [self.stage_strides[-1]]
-        for stride, stage in zip(self.stage_strides, self.model.layers):
-            for blk in stage.blocks:
-                factors += [
-                    stride * win for win, res in zip(blk.window_size, blk.input_resolution) if win < res
-                ]
-        return math.lcm(*factors)
-
-    def run(self, x: Tensor, taps: set[Tap]) -> tuple[list[Tensor], list[Tensor]]:
-        """``x``: normalised ``(B, 3, H, W)`` -> (taps, stages), all ``(B, h, w, C)``."""
-        tapped, stages = [], []
-        x = self.model.patch_embed(x)  # (B, H/4, W/4, C0)
-        for s, stage in enumerate(self.model.layers):
-            x = stage.downsample(x)  # PatchMerging (Identity in stage 0): halves h, w
-            for b, blk in enumerate(stage.blocks):
-                x = blk(x)
-                if (s, b) in taps:
-                    tapped.append(x)
-            stages.append(x)
-        return tapped, stages
-
-
-class _ViTWalk(_Walk):
-    """ViT: patch embedding, position embedding, then one sequence of blocks at one stride.
-
-    Taps drop the prefix (CLS/register) tokens and reshape the patch tokens to the patch grid,
-    ``(B, H/p, W/p, C)``. ViT is single-scale, so the decoder's four stage maps are made by
-    **bilinear resizing of the deepest tap** to strides 4, 8, 16 and 32 (upsampling below the
-    patch stride adds no detail: the decoder's skips at 1/4 and 1/8 carry only coarse features).
-    The LayerNorm at a tap is the block's ``norm1`` (pre-norm, applied to the block's input).
-    """
-
-    family = "ViT"
-
-    def __init__(self, model: VisionTransformer):
-        self.model = model
-        self.depths = [len(model.blocks)]
-        self.patch = tuple(model.patch_embed.patch_size)
-        self.stage_channels = [model.embed_dim] * len(VIT_STAGE_STRIDES)
-        self.stage_strides = list(VIT_STAGE_STRIDES)
-
-    def default_taps(self) -> list[Tap]:
-        depth = self.depths[0]
-        blocks = [max(0, round(f * depth) - 1) for f in VIT_TAP_FRACTIONS]
-        if any(a >= b for a, b in zip(blocks, blocks[1:])):  # shallow model: fractions collide
-            blocks = list(range(max(0, depth - len(VIT_TAP_FRACTIONS)), depth))
-        return [(0, b) for b in blocks]
-
-    def block(self, tap: Tap) -> nn.Module:
-        return self.model.blocks[tap[1]]
-
-    def tap_channels(self, tap: Tap) -> int:
-        return self.model.embed_dim
-
-    def tap_stride(self, tap: Tap) -> int:
-        return self.patch[0]
-
-    def built_size(self) -> tuple[int, int] | None:
-        embed = self.model.patch_embed
-        fixed = embed.strict_img_size and not self.model.dynamic_img_size
-        return tuple(embed.img_size) if fixed else None
-
-    def patch_grid_multiple(self) -> int:
-        return math.lcm(*self.patch)
-
-    def run(self, x: Tensor, taps: set[Tap]) -> tuple[list[Tensor], list[Tensor]]:
-        """``x``: normalised ``(B, 3, H, W)`` -> (taps ``(B, H/p, W/p, C)``, 4 resized stages)."""
-        B, _, H, W = x.shape
-        grid = (H // self.patch[0], W // self.patch[1])
-        m = self.model
-        x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))  # (B, N_prefix + N_tok, C)
-        tapped = []
-        for b, blk in enumerate(m.blocks):
-            x = blk(x)
-            if (0, b) in taps:
-                tapped.append(x[:, m.num_prefix_tokens:].reshape(B, grid[0], grid[1], -1))
-        deepest = tapped[-1].permute(0, 3, 1, 2)  # (B, C, h, w)
-        stages = [
-            F.interpolate(deepest, size=(H // s, W // s), mode="bilinear", align_corners=False)
-            .permute(0, 2, 3, 1)
-            for s in self.stage_strides
-        ]
-        return tapped, stages
-
-
-class _PVTv2Walk(_Walk):
-    """PVT-v2: overlapping patch embedding, then stages of (downsample, blocks, closing ``norm``).
-
-    Default taps are the **stage outputs of stages 3 and 4** (after each stage's closing
-    LayerNorm), written as the last block of those stages; a tap on an earlier block reads that
-    block's tokens on the stage grid. PVT-v2 takes any image size that is a multiple of its
-    stride 32 (no position table). The LayerNorm at a tap is the tapped block's ``norm1``
-    (pre-norm), the same choice as for ViT.
-    """
-
-    family = "PVT-v2"
-
-    def __init__(self, model: PyramidVisionTransformerV2):
-        self.model = model
-        self.depths = [len(stage.blocks) for stage in model.stages]
-        self.stage_channels = [info["num_chs"] for info in model.feature_info]
-        self.stage_strides = [info["reduction"] for info in model.feature_info]
-
-    def default_taps(self) -> list[Tap]:
-        return [(s, self.depths[s] - 1) for s in (len(self.depths) - 2, len(self.depths) - 1)]
-
-    def block(self, tap: Tap) -> nn.Module:
-        return self.model.stages[tap[0]].blocks[tap[1]]
-
-    def built_size(self) -> tuple[int, int] | None:
-        return None
-
-    def patch_grid_multiple(self) -> int:
-        """Deepest stride, and each stage's stride times its spatial-reduction conv stride."""
-        factors = [self.stage_strides[-1]]
-        for stride, stage in zip(self.stage_strides, self.model.stages):
-            sr = getattr(stage.blocks[0].attn, "sr", None)
-            if isinstance(sr, nn.Conv2d):
-                factors.append(stride * sr.stride[0])
-        return math.lcm(*factors)
-
-    def run(self, x: Tensor, taps: set[Tap]) -> tuple[list[Tensor], list[Tensor]]:
-        """``x``: normalised ``(B, 3, H, W)`` -> (taps, stages), all ``(B, h, w, C)``."""
-        tapped, stages = [], []
-        x = self.model.patch_embed(x)  # (B, H/4, W/4, C0); later stages take NCHW
-        for s, stage in enumerate(self.model.stages):
-            if stage.downsample is not None:
-                x = stage.downsample(x)  # (B, C, h, w) -> (B, h/2, w/2, C')
-            B, h, w, C = x.shape
-            tokens = x.reshape(B, h * w, C)
-            last = len(stage.blocks) - 1
-            for b, blk in enumerate(stage.blocks):
-                tokens = blk(tokens, (h, w))
-                if (s, b) in taps and b != last:
-                    tapped.append(tokens.reshape(B, h, w, C))
-            out = stage.norm(tokens).reshape(B, h, w, -1)
-            if (s, last) in taps:
-                tapped.append(out)
-            stages.append(out)
-            x = out.permute(0, 3, 1, 2).contiguous()  # NCHW, as timm hands it to the next stage
-        return tapped, stages
-
-
-#: Supported timm classes and how to walk them (subclasses match too).
-_WALKS: tuple[tuple[type[nn.Module], type[_Walk]], ...] = (
-    (SwinTransformerV2, _SwinV2Walk),
-    (VisionTransformer, _ViTWalk),
-    (PyramidVisionTransformerV2, _PVTv2Walk),
-)
-
-
-def _make_walk(model: nn.Module, name: str) -> _Walk:
-    for cls, walk in _WALKS:
-        if isinstance(model, cls):
-            return walk(model)
-    supported = ", ".join(walk.family for _, walk in _WALKS)
-    raise ValueError(
-        f"backbone {name!r} is a {type(model).__name__}, which the kit cannot tap; supported "
-        f"families: {supported} (e.g. swinv2_base_window8_256, vit_base_patch16_224, pvt_v2_b2)"
-    )
-
-
-def _validate_taps(taps: list[Tap], depths: list[int], name: str) -> list[Tap]:
-    for s, b in taps:
-        if not (0 <= s < len(depths) and 0 <= b < depths[s]):
-            layout = ", ".join(f"stage {i}: blocks 0-{d - 1}" for i, d in enumerate(depths))
-            raise ValueError(f"backbone.taps: ({s}, {b}) is not a block of {name!r} ({layout})")
-    if not taps or sorted(set(taps)) != list(taps):
-        raise ValueError(f"backbone.taps must be distinct (stage, block) pairs in forward order, got {taps}")
-    return list(taps)
-
-
 class FrozenBackbone(nn.Module):
-    """A timm vision transformer that never trains, returning adapter taps and stage maps.
+    """A timm vision transformer returning adapter taps and stage maps; frozen unless configured.
 
-    Frozen means: every parameter has ``requires_grad=False``, the module stays in eval mode even
-    when a parent calls ``.train()``, and the forward pass runs under ``torch.no_grad()``.
-    The timm model is ``self.model``.
+    Frozen (``config.frozen=True``, the default and the paper's setting) means: every parameter
+    has ``requires_grad=False``, the module stays in eval mode even when a parent calls
+    ``.train()``, and the forward pass runs under ``torch.no_grad()``. With ``frozen=False`` none
+    of the three holds: parameters require grad, ``train()``/``eval()`` act as usual, and the
+    forward pass records the graph (under the caller's grad mode). The exception is timm's
+    closing norm and classifier, which the taps never reach (``unused_modules`` of the family's
+    walker): they stay fixed, as a parameter that never gets a gradient would stall
+    DistributedDataParallel. The timm model is ``self.model``.
     """
 
     def __init__(self, config: BackboneConfig | None = None):
@@ -352,21 +111,31 @@ class FrozenBackbone(nn.Module):
         self.config = config if config is not None else BackboneConfig()
         cfg = self.config
         self.model = create_timm_model(cfg.name, cfg.img_size, cfg.pretrained, cfg.weights)
-        self._walk = _make_walk(self.model, cfg.name)
+        self._walk = make_walk(self.model, cfg.name)
         taps = cfg.taps if cfg.taps is not None else self._walk.default_taps()
-        self._taps = _validate_taps(taps, self._walk.depths, cfg.name)
+        self._taps = validate_taps(taps, self._walk.depths, cfg.name)
         pretrained_cfg = getattr(self.model, "pretrained_cfg", None) or {}
         mean = pretrained_cfg.get("mean", IMAGENET_DEFAULT_MEAN)
         std = pretrained_cfg.get("std", IMAGENET_DEFAULT_STD)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, IMAGE_CHANNELS, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, IMAGE_CHANNELS, 1, 1), persistent=False)
-        self.model.requires_grad_(False)
+        self.model.requires_grad_(not cfg.frozen)
+        for name in self._walk.unused_modules:  # never run by the walk: no gradient would reach
+            unused = getattr(self.model, name, None)
+            if isinstance(unused, nn.Module):
+                unused.requires_grad_(False)
         self.train(False)
         self.check_image_size(cfg.img_size, cfg.img_size)
 
+    @property
+    def frozen(self) -> bool:
+        """True when the backbone never trains (so its features may be cached)."""
+        return self.config.frozen
+
     def train(self, mode: bool = True) -> FrozenBackbone:
-        """Stay in eval mode whatever ``mode`` says (no dropout, no stochastic depth)."""
-        return super().train(False)
+        """Frozen: stay in eval mode whatever ``mode`` says (no dropout, no stochastic depth).
+        Trainable: switch modes as any module does."""
+        return super().train(mode and not self.frozen)
 
     @property
     def tap_blocks(self) -> list[Tap]:
@@ -428,14 +197,15 @@ class FrozenBackbone(nn.Module):
     def forward(self, images: Tensor) -> BackboneOutput:
         """``images``: ``(B, 3, H, W)`` RGB in [0, 1] -> taps and stage maps (all ``(B, h, w, C)``).
 
-        Normalises with the model's mean/std (timm's ``pretrained_cfg``, else ImageNet's).
+        Normalises with the model's mean/std (timm's ``pretrained_cfg``, else ImageNet's). A frozen
+        backbone runs without autograd; a trainable one keeps the graph for the backward pass.
         """
         if images.ndim != 4 or images.shape[1] != IMAGE_CHANNELS:
             raise ValueError(
                 f"FrozenBackbone expects images of shape (B, 3, H, W), got {tuple(images.shape)}"
             )
         self.check_image_size(images.shape[2], images.shape[3])
-        with torch.no_grad():
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
             x = (images - self.pixel_mean) / self.pixel_std
             taps, stages = self._walk.run(x, set(self._taps))
         return BackboneOutput(taps=taps, stages=stages)

@@ -33,6 +33,8 @@ FULL_MODEL_BACKBONE_PREFIX: str = "backbone."
 DEFAULT_CLASSIFIER_PREFIX: str = "head"
 #: How many offending keys an error message lists per category.
 MAX_KEYS_IN_ERROR: int = 5
+#: Stochastic-depth rate of the kit's tiny backbones (also when fine-tuned, see TinySwinV2Spec.build).
+TINY_DROP_PATH_RATE: float = 0.0
 #: File suffix read with safetensors; anything else goes through ``torch.load(weights_only=True)``.
 SAFETENSORS_SUFFIX: str = ".safetensors"
 
@@ -63,7 +65,9 @@ class TinySwinV2Spec:
             window_size=self.window_size,
             mlp_ratio=self.mlp_ratio,
             num_classes=0,
-            drop_path_rate=0.0,  # frozen backbone: stochastic depth would never be used
+            # No stochastic depth: a frozen backbone never uses it, and the fine-tuned baseline
+            # (backbone.frozen=false) keeps the same deterministic architecture.
+            drop_path_rate=TINY_DROP_PATH_RATE,
         )
 
 

@@ -81,13 +81,21 @@ def _valid_mask(valid: Tensor | None, defined: Tensor) -> Tensor:
 
 
 def depth_valid_mask(target: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Pixels with usable depth: ``valid`` and ``target > 0`` (0 marks missing depth). (B, 1, H, W)."""
-    return _valid_mask(valid, target > 0)
+    """Pixels with usable depth: ``valid`` and ``target > 0`` (0 marks missing depth). (B, 1, H, W).
+
+    A NaN label at a valid pixel is kept (``NaN > 0`` is False), so that the loss becomes NaN and
+    :func:`check_finite` reports the corrupt label instead of it being silently skipped.
+    """
+    return _valid_mask(valid, (target > 0) | target.isnan())
 
 
 def normals_valid_mask(target: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Pixels with a usable normal: ``valid`` and a non-zero target vector. (B, 1, H, W)."""
-    return _valid_mask(valid, target.abs().sum(dim=1, keepdim=True) > 0)
+    """Pixels with a usable normal: ``valid`` and a non-zero target vector. (B, 1, H, W).
+
+    NaN components are kept for the same reason as in :func:`depth_valid_mask`.
+    """
+    total = target.abs().sum(dim=1, keepdim=True)
+    return _valid_mask(valid, (total > 0) | total.isnan())
 
 
 # --------------------------------------------------------------------------- segmentation

@@ -24,7 +24,7 @@ def affinity_heatmap(omega: Tensor | np.ndarray, tasks: Sequence[str],
     names = [TASK_TITLES.get(t, t) for t in tasks]
     fig = go.Figure(go.Heatmap(
         z=mat, x=names, y=names, zmin=0.0, zmax=1.0, colorscale=AFFINITY_COLORSCALE,
-        text=np.round(mat, 3), texttemplate="%{text}", colorbar=dict(title="omega"),
+        texttemplate="%{z:.3f}", colorbar=dict(title="omega"),
     ))
     fig.update_layout(title=title, xaxis_title="inductive task n", yaxis_title="target task t",
                       yaxis_autorange="reversed", width=520, height=480)
@@ -48,7 +48,7 @@ def affinity_history_figure(steps: Tensor | np.ndarray, mats: Tensor | np.ndarra
     for i in keep:
         name = str(int(steps[i]))
         mat = mats[i]
-        frames.append(go.Frame(data=[go.Heatmap(z=mat, text=np.round(mat, 3))], name=name,
+        frames.append(go.Frame(data=[go.Heatmap(z=mat)], name=name,
                                layout=go.Layout(title=f"TROA affinity, step {name}")))
         slider_steps.append(dict(method="animate", label=name,
                                  args=[[name], dict(mode="immediate", frame=dict(duration=0))]))

@@ -1,0 +1,332 @@
+"""The notebooks' tooling: parameters, widgets/static switch, lesson helpers, student versions,
+and the papermill runner with its report and failure messages (on tiny notebooks)."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import plotly.graph_objects as go
+import pytest
+import torch
+from nbformat import v4
+
+from vtagml_core.notebooks import params as params_mod
+from vtagml_core.notebooks.display import matrix_table, md_table, summary
+from vtagml_core.notebooks.params import NotebookParameterError, resolve
+from vtagml_core.notebooks.runner import (check_notebook, check_parameter_names, discover_notebooks,
+                                          run_all)
+from vtagml_core.notebooks.student import STUB, strip_solutions, student_notebook
+from vtagml_core.notebooks.widgets import interactive_or_static, static_slider_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    for name in (params_mod.PRESET_ENV, params_mod.OUTPUT_ENV, params_mod.HEADLESS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VTAGML_CACHE", str(tmp_path / "cache"))
+
+
+# ------------------------------------------------------------------------------- parameters
+def test_resolve_defaults_and_preset_values(tmp_path):
+    P = resolve(preset="smoke", output_dir=str(tmp_path / "out"), interactive=False)
+    smoke = params_mod.PRESETS["smoke"]
+    assert (P.size, P.steps, P.batch_size, P.device) == (smoke.size, smoke.steps, smoke.batch_size, "cpu")
+    assert P.output_dir == tmp_path / "out" and P.output_dir.is_dir()
+    P2 = resolve(preset="smoke", steps=3, size=96, output_dir=str(tmp_path), interactive=False)
+    assert (P2.steps, P2.size) == (3, 96)
+
+
+def test_relative_output_dir_starts_at_the_project_root(monkeypatch, tmp_path):
+    assert params_mod.project_root() == ROOT  # a checkout: the folder with pyproject.toml
+    monkeypatch.setattr(params_mod, "project_root", lambda: tmp_path)
+    P = resolve(preset="smoke", output_dir="runs/nb", interactive=False)
+    assert P.output_dir == tmp_path / "runs" / "nb" and P.output_dir.is_dir()
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"preset": "fast"}, "'smoke'"),
+    ({"preset": 3}, "valid presets"),
+    ({"steps": "10"}, "'steps' must be an integer >= 1 or None"),
+    ({"steps": 0}, "'steps' must be an integer >= 1"),
+    ({"seed": True}, "'seed' must be an integer"),
+    ({"size": 100}, "multiple of 32"),
+    ({"size": 64.0}, "'size' must be an integer"),
+    ({"device": "gpu"}, "'auto', 'cpu', 'cuda'"),
+    ({"interactive": "yes"}, "'auto', True, False"),
+    ({"output_dir": None}, "'output_dir' must be a folder path"),
+    ({"batch": 4}, "valid parameters: preset, device, seed, steps, size, output_dir"),
+])
+def test_bad_parameters_stop_with_the_valid_values(kwargs, needle, tmp_path):
+    with pytest.raises(NotebookParameterError) as info:
+        resolve(**{"output_dir": str(tmp_path), **kwargs})
+    assert needle in str(info.value)
+
+
+def test_every_preset_is_listed_in_the_unknown_preset_error(tmp_path):
+    with pytest.raises(NotebookParameterError) as info:
+        resolve(preset="huge", output_dir=str(tmp_path))
+    for name in ("smoke", "quick", "paper"):
+        assert repr(name) in str(info.value)
+
+
+def test_environment_overrides_win(monkeypatch, tmp_path):
+    monkeypatch.setenv(params_mod.PRESET_ENV, "smoke")
+    monkeypatch.setenv(params_mod.OUTPUT_ENV, str(tmp_path / "env-out"))
+    monkeypatch.setenv(params_mod.HEADLESS_ENV, "1")
+    P = resolve(preset="paper", output_dir="ignored", interactive=True)
+    assert P.preset.name == "smoke" and P.output_dir == tmp_path / "env-out"
+    assert P.interactive is False and set(P.overridden) == {"preset", "output_dir"}
+    monkeypatch.setenv(params_mod.PRESET_ENV, "bogus")
+    with pytest.raises(NotebookParameterError, match=r"\$VTAGML_NB_PRESET"):
+        resolve(output_dir=str(tmp_path))
+
+
+def test_cache_dir_is_exported_for_the_library(monkeypatch, tmp_path):
+    resolve(preset="smoke", output_dir=str(tmp_path), cache_dir=str(tmp_path / "c"), interactive=False)
+    import os
+
+    assert os.environ["VTAGML_CACHE"] == str(tmp_path / "c")
+
+
+def test_kit_config_of_the_smoke_preset_is_valid(tmp_path):
+    P = resolve(preset="smoke", output_dir=str(tmp_path), interactive=False)
+    cfg = P.kit_config()
+    assert cfg.data.size == cfg.model.backbone.img_size == P.size
+    assert cfg.train.max_steps == P.steps and cfg.data.train_count == P.train_count
+    assert P.model_config("S-D").tasks == "S-D"
+
+
+def test_paper_preset_is_the_papers_scale(tmp_path):
+    P = resolve(preset="paper", device="cpu", output_dir=str(tmp_path), interactive=False)
+    cfg = P.kit_config()
+    assert (P.size, cfg.model.backbone.name) == (256, "swinv2_base_window8_256")
+    assert cfg.model.tasks == "S-D-N-E" and cfg.data.size == 256
+
+
+# ------------------------------------------------------------------------------- widgets
+def _heatmap(task="a", head=0):
+    fig = go.Figure(go.Heatmap(z=[[head, 1], [2, 3]], name=f"{task}-{head}"))
+    return fig.update_layout(title=f"{task} head {head}")
+
+
+def test_static_figure_has_one_slider_step_per_option():
+    fig = interactive_or_static(_heatmap, {"task": ["a", "b", "c"], "head": [0, 1]}, interactive=False,
+                                defaults={"task": "b"})
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["a", "b", "c"]
+    assert [t.name for t in fig.data] == ["a-0", "b-0", "c-0"]
+    assert [t.visible for t in fig.data] == [False, True, False]
+    assert steps[2].args[0]["visible"] == [False, False, True]
+    assert steps[2].args[1]["title.text"] == "c head 0"
+
+
+def test_static_figure_thins_long_controls_and_uses_a_given_figure():
+    fig = interactive_or_static(lambda step: _heatmap(str(step)), {"step": list(range(100))},
+                                interactive=False, max_static=5)
+    assert len(fig.data) == 5 and fig.layout.sliders[0].steps[-1].label == "99"
+    ready = go.Figure()
+    assert interactive_or_static(_heatmap, {"task": ["a"]}, interactive=False, static=ready) is ready
+    with pytest.raises(ValueError, match="not one of its options"):
+        interactive_or_static(_heatmap, {"task": ["a"]}, interactive=False, defaults={"task": "z"})
+    with pytest.raises(ValueError, match="one label per figure"):
+        static_slider_figure([_heatmap()], [])
+
+
+def test_interactive_explorer_redraws_when_a_control_moves():
+    pytest.importorskip("ipywidgets")
+    calls = []
+
+    def make(task, head):
+        calls.append((task, head))
+        return _heatmap(task, head)
+
+    box = interactive_or_static(make, {"task": ["a", "b"], "head": list(range(12))}, interactive=True)
+    dropdown, slider = box.children[0].children
+    assert type(slider).__name__ == "SelectionSlider" and type(dropdown).__name__ == "Dropdown"
+    assert calls[-1] == ("a", 0)
+    dropdown.value = "b"
+    slider.value = 7
+    assert calls[-1] == ("b", 7)
+
+
+# ------------------------------------------------------------------------------- display
+def test_markdown_tables():
+    text = md_table([{"task": "seg", "mIoU": 0.51234, "n": 1200}], caption="synthetic/indoor val")
+    assert text.splitlines()[0] == "*synthetic/indoor val*"
+    assert "|---|---:|---:|" in text and "| seg | 0.5123 | 1,200 |" in text
+    assert "| t | 0.5 | 0.5 |" in matrix_table(torch.full((1, 2), 0.5), ["t"], ["a", "b"])
+    with pytest.raises(ValueError, match="missing"):
+        md_table([{"a": 1}], ["b"])
+    assert summary(["x"]).endswith("- x")
+
+
+# ------------------------------------------------------------------------------- lesson helpers
+def test_troa_toy_and_replay():
+    from vtagml_core.model.troa import gradient_cosine_similarity
+    from vtagml_core.notebooks.troa_lab import (TOY_ANGLES_DEG, replay_mirror_descent, self_affinity,
+                                                toy_losses, unrolled_affinity)
+
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    grads = torch.stack([torch.autograd.grad(l, theta, retain_graph=True)[0] for l in toy_losses(theta)])
+    sim = gradient_cosine_similarity(grads)
+    assert math.isclose(float(sim[0, 1]), math.cos(math.radians(TOY_ANGLES_DEG[1])), abs_tol=1e-6)
+    sims = sim.double().expand(5, 4, 4)
+    plus, minus = replay_mirror_descent(sims, 1.0, 1.0), replay_mirror_descent(sims, 1.0, -1.0)
+    assert plus.shape == (6, 4, 4)
+    assert torch.allclose(plus[-1], unrolled_affinity(sims, 1.0, 1.0), atol=1e-9)
+    up, down = self_affinity(plus), self_affinity(minus)
+    assert (up[1:] > up[:-1]).all() and (down[1:] < down[:-1]).all()
+    assert math.isclose(float(up[0]), 0.25) and float(down[-1]) < 0.25 < float(up[-1])
+    with pytest.raises(ValueError, match="NaN"):
+        replay_mirror_descent(torch.full((1, 4, 4), float("nan")))
+
+
+def test_plain_attention_is_recovered_from_taa():
+    from vtagml_core.notebooks.taa_lab import plain_from_adapted
+
+    g = torch.Generator().manual_seed(0)
+    logits, bias = torch.randn(5, 9, generator=g), torch.randn(5, 9, generator=g)
+    adapted = torch.softmax(logits + bias, dim=-1)
+    assert torch.allclose(plain_from_adapted(adapted, bias), torch.softmax(logits, dim=-1), atol=1e-6)
+
+
+def test_tsn_starts_as_layernorm_and_balances_scales():
+    from vtagml_core.notebooks.tsn_lab import layernorm_gap, scale_experiment
+
+    assert layernorm_gap() < 1e-5
+    result = scale_experiment()
+    assert result.errors["TSN"].shape == result.errors["LayerNorm"].shape
+    assert float(result.final["TSN"][0]) < float(result.final["LayerNorm"][0])
+    with pytest.raises(ValueError, match="two positive"):
+        scale_experiment(target_scales=(1.0,))
+
+
+# ------------------------------------------------------------------------------- student version
+def test_strip_solutions_keeps_indentation_and_the_rest():
+    source = "def f(x):\n    '''doc'''\n    # BEGIN SOLUTION\n    y = x + 1\n    return y\n    # END SOLUTION\n"
+    assert strip_solutions(source) == f"def f(x):\n    '''doc'''\n    {STUB}"
+    for bad, needle in [("# END SOLUTION", "without a preceding"), ("# BEGIN SOLUTION\nx", "never closed"),
+                        ("x = 1", "no '# BEGIN SOLUTION'"),
+                        ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another")]:
+        with pytest.raises(ValueError, match=needle):
+            strip_solutions(bad)
+
+
+def test_student_notebook_refuses_untagged_answers():
+    nb = v4.new_notebook(cells=[v4.new_markdown_cell("# T"), v4.new_code_cell("# BEGIN SOLUTION\n1\n# END SOLUTION")])
+    with pytest.raises(ValueError, match="not tagged 'exercise'"):
+        student_notebook(nb, "t.ipynb")
+
+
+def test_student_command_writes_answerless_notebooks(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "vtagml_core", "notebooks", "student", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr
+    written = sorted(tmp_path.glob("*.ipynb"))
+    assert [p.name for p in written] == [p.name for p in discover_notebooks(ROOT / "notebooks")]
+    exercises = 0
+    for path in written:
+        nb = nbformat.read(str(path), as_version=4)
+        text = "\n".join(c.source for c in nb.cells)
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+        assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+        for cell in nb.cells:
+            if "exercise" in cell.metadata.get("tags", []):
+                exercises += 1
+                assert STUB in cell.source
+                compile(cell.source, path.name, "exec")
+    assert exercises >= 4  # notebooks 02-04: similarity, mirror descent, FiLM bias, TSN
+
+
+# ------------------------------------------------------------------------------- runner
+PARAMS_CELL = 'preset = "quick"\nsteps = None'
+RESOLVE_CELL = ("from vtagml_core.notebooks.params import resolve\n"
+                "P = resolve(preset=preset, steps=steps, output_dir=output_dir)")
+
+
+def _tiny_notebook(path: Path, body: list, params: str = PARAMS_CELL + '\noutput_dir = "x"') -> Path:
+    cells = [v4.new_markdown_cell("# tiny"), v4.new_code_cell(params)]
+    cells[1].metadata["tags"] = ["parameters"]
+    cells += body
+    nbformat.write(v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3",
+                   "display_name": "Python 3", "language": "python"}}), str(path))
+    return path
+
+
+def _report_cell(source: str):
+    cell = v4.new_code_cell(source)
+    cell.metadata["tags"] = ["report"]
+    return cell
+
+
+def test_discovery_order_filters_and_checks(tmp_path):
+    for name in ("01_b.ipynb", "00_a.ipynb", "notes.ipynb", "10_c.ipynb"):
+        _tiny_notebook(tmp_path / name, [])
+    assert [p.name for p in discover_notebooks(tmp_path)] == ["00_a.ipynb", "01_b.ipynb", "10_c.ipynb"]
+    assert [p.name for p in discover_notebooks(tmp_path, ["10", "00_a"])] == ["00_a.ipynb", "10_c.ipynb"]
+    with pytest.raises(FileNotFoundError, match="no notebook matches"):
+        discover_notebooks(tmp_path, ["07"])
+    bad = tmp_path / "02_bad.ipynb"
+    nbformat.write(v4.new_notebook(cells=[v4.new_code_cell("x = 1")]), str(bad))
+    with pytest.raises(ValueError, match="0 cells tagged 'parameters'"):
+        check_notebook(bad)
+    with pytest.raises(ValueError, match="valid parameters: preset"):
+        check_parameter_names({"stepz": 3})
+
+
+@pytest.mark.slow
+def test_runner_report_and_failures(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "00_ok.ipynb", [
+        v4.new_code_cell(RESOLVE_CELL),
+        _report_cell("from IPython.display import Markdown\nMarkdown('| a | b |\\n|---|---:|\\n| x | 1 |')"),
+        _report_cell("import plotly.graph_objects as go\n"
+                     "go.Figure(go.Bar(y=[1, 2])).update_layout(title='bars')"),
+        _report_cell("print('steps', P.steps)"),
+    ])
+    _tiny_notebook(nbs / "01_fails.ipynb", [v4.new_code_cell("x = 1"),
+                                             v4.new_code_cell("# NBVAL_CHECK_OUTPUT\n1 / 0")])
+    run = run_all(nbs, tmp_path / "out", preset="smoke", parameters={"steps": 2}, log=lambda m: None)
+    assert not run.ok and [r.ok for r in run.results] == [True, False]
+    failure = run.failures[0]
+    assert (failure.notebook, failure.cell_index, failure.first_line, failure.ename) == \
+        ("01_fails.ipynb", 3, "1 / 0", "ZeroDivisionError")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| x | 1 |" in report and "steps 2" in report
+    assert "[figure: bars](figures/00_ok_cell4_1.html)" in report
+    assert (tmp_path / "out" / "figures" / "00_ok_cell4_1.html").is_file()
+    assert "01_fails.ipynb cell 3 (`1 / 0`): ZeroDivisionError" in report
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<table>" in html and "plotly.min.js" in html and "ZeroDivisionError" in html
+    assert (tmp_path / "out" / "executed" / "00_ok.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_cli_wrong_parameter_type_fails_in_the_first_cell(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "00_params.ipynb", [v4.new_code_cell(RESOLVE_CELL), v4.new_code_cell("print('after')")])
+    res = subprocess.run([sys.executable, "-m", "vtagml_core", "notebooks", "run", "--preset", "smoke",
+                          "--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--param", "steps=ten"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 1
+    assert "FAILED: 00_params.ipynb cell 2 (`from vtagml_core.notebooks.params import resolve`)" in res.stderr
+    assert "NotebookParameterError" in res.stderr and "'steps' must be an integer" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "vtagml_core", "notebooks", "run", "--notebooks", str(nbs),
+                          "--out", str(tmp_path / "out2"), "--param", "batch=4"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 2 and "valid parameters" in res.stderr
+
+
+def test_cli_lists_the_notebooks():
+    res = subprocess.run([sys.executable, "-m", "vtagml_core", "notebooks", "list"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for stem in ("00_setup_and_benchmark", "01_frozen_backbone", "02_troa", "03_taa", "04_tsn"):
+        assert stem in res.stdout

@@ -1,0 +1,276 @@
+"""The trainer (DESIGN.md sections 3 and 8): schedule, data order, files, determinism, resume, faults.
+
+Every run here is tiny (64 px, S-D, 8 training scenes, batch 4, a narrow decoder), so two
+epochs are four optimizer steps. Run A (a module fixture) is the uninterrupted reference that
+the checkpoint, resume and corruption tests reuse.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vtagml_core.experiment import load_kit_config
+from vtagml_core.model.checkpoint import WEIGHTS_FILE, load_model
+from vtagml_core.train.logging import LOG_FILE, read_log
+from vtagml_core.train.schedule import EpochBatchSampler, WarmupCosine, build_scheduler
+from vtagml_core.train.state import STATE_FILE, CheckpointError
+from vtagml_core.train.trainer import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE, Trainer,
+                                       selection_score)
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Tiny run: 64 px, two tasks, 8 training scenes at batch 4 -> 2 steps per epoch, 2 epochs.
+TINY = ["data.size=64", "model.backbone.img_size=64", "model.tasks=S-D",
+        "model.decoder.embed_dims=[32,16,16,8]", "model.decoder.depth_per_stage=1",
+        "data.train_count=8", "data.val_count=4", "data.batch_size=4", "train.epochs=2",
+        "train.warmup_steps=1", "train.save_every_steps=1", "train.progress=false"]
+STEPS_PER_EPOCH, EPOCHS = 2, 2
+#: Step after whose checkpoint the interrupted run kills itself (the middle of epoch 2).
+KILL_AT_STEP = 3
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from vtagml_core.experiment import load_kit_config
+from vtagml_core.train.trainer import Trainer
+
+class KilledTrainer(Trainer):
+    def save_checkpoint(self):
+        super().save_checkpoint()
+        if self.global_step == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: as hard as a crash
+
+KilledTrainer(load_kit_config(preset="quick", overrides=sys.argv[3:]), Path(sys.argv[1])).fit()
+"""
+
+
+def tiny_cfg(*extra: str):
+    return load_kit_config(preset="quick", overrides=TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One synthetic-data cache for the module (also seen by subprocesses via the env var)."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("cache")
+        mp.setenv("VTAGML_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def run_a(cache, tmp_path_factory):
+    """Uninterrupted reference run: 2 epochs, 4 steps, a checkpoint after every step."""
+    out = tmp_path_factory.mktemp("run") / "a"
+    result = Trainer(tiny_cfg(), out).fit()
+    return out, result
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOG_FILE}
+
+
+def _untimed(records: list[dict]) -> list[dict]:
+    """Log records without their wall-clock fields (the only ones allowed to differ)."""
+    timing = {"seconds", "epoch_seconds", "val_seconds"}
+    return [{k: v for k, v in r.items() if k not in timing} for r in records]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / WEIGHTS_FILE))
+
+
+# --------------------------------------------------------------------------- schedule, order
+
+
+def test_lr_warms_up_then_decays_to_min_ratio():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([param], lr=0.01)
+    sched = build_scheduler(opt, warmup_steps=4, total_steps=20, min_lr_ratio=0.1)
+    lrs = [sched.get_last_lr()[0]]
+    for _ in range(20):
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert lrs[:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])   # linear warm-up to the peak
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))             # then never increases
+    assert lrs[4] == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.001, rel=1e-12)
+    midpoint = 4 + (20 - 4) // 2                                      # cosine: halfway between
+    assert lrs[midpoint] == pytest.approx(0.001 + 0.5 * (0.01 - 0.001))
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        WarmupCosine(2, 10, 1.5)
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch_and_shards_into_global_batches():
+    single = list(EpochBatchSampler(10, batch_size=4, seed=3, epoch=1))
+    assert len(single) == 2 and len({i for b in single for i in b}) == 8   # rest dropped
+    assert single == list(EpochBatchSampler(10, 4, seed=3, epoch=1))
+    assert single != list(EpochBatchSampler(10, 4, seed=3, epoch=2))
+    assert single[1:] == list(EpochBatchSampler(10, 4, seed=3, epoch=1, start_batch=1))
+    ranks = [list(EpochBatchSampler(10, 2, seed=3, epoch=1, rank=r, world_size=2)) for r in (0, 1)]
+    for step, batch in enumerate(single):   # K ranks of batch b == one process of batch K*b
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(batch)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        EpochBatchSampler(3, 4, seed=0, epoch=0)
+
+
+def test_train_config_budget_fields_and_legacy_steps_alias():
+    cfg = load_kit_config(preset="quick", overrides=["train.steps=3"])
+    assert (cfg.train.max_steps, cfg.train.steps, cfg.train.epochs) == (3, None, 1)
+    with pytest.raises(ValueError, match="train.steps .3. and train.max_steps .4. disagree"):
+        load_kit_config(preset="quick", overrides=["train.steps=3", "train.max_steps=4"])
+    with pytest.raises(ValueError, match="min_lr_ratio must be in"):
+        load_kit_config(preset="quick", overrides=["train.min_lr_ratio=2"])
+
+
+def test_selection_score_is_the_mean_signed_relative_change():
+    ref = {"seg": {"mIoU": 0.4}, "depth": {"rmse": 2.0}}
+    now = {"seg": {"mIoU": 0.5}, "depth": {"rmse": 1.5}}   # +25% and 25% lower error
+    assert selection_score(now, ref) == pytest.approx(0.25)
+    assert selection_score(ref, ref) == 0.0
+
+
+# --------------------------------------------------------------------------- files of a run
+
+
+def test_run_writes_loadable_checkpoints_log_and_results(run_a):
+    out, result = run_a
+    steps, epochs = read_log(out / LOG_FILE, "step"), read_log(out / LOG_FILE, "epoch")
+    assert [r["step"] for r in steps] == list(range(1, STEPS_PER_EPOCH * EPOCHS + 1))
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert set(steps[0]["losses"]) == {"seg", "depth"} and steps[0]["lr"] > 0
+    assert all(math.isfinite(r["loss"]) and r["seconds"] > 0 for r in steps)
+    assert set(epochs[-1]["val"]) == {"seg", "depth"} and epochs[-1]["epoch_seconds"] > 0
+    last, best = load_model(out / LAST_DIR), load_model(out / BEST_DIR)
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(last.state_dict()[key], value.cpu()), key
+    assert not torch.allclose(last.omega, torch.full_like(last.omega, 0.5))  # TROA moved
+    assert len(last.adapter.troa.history) == STEPS_PER_EPOCH * EPOCHS + 1
+    assert best.tasks == ("seg", "depth")
+    results = json.loads((out / RESULTS_FILE).read_text())
+    assert results["last"]["metrics"] == result.last_metrics == epochs[-1]["val"]
+    assert results["best"]["epoch"] in (1, 2) and results["seconds_per_epoch"] > 0
+    assert results["parameters"][-1]["component"] == "total"
+    assert json.loads((out / RUN_CONFIG_FILE).read_text())["config"]["train"]["epochs"] == EPOCHS
+
+
+def test_new_run_refuses_a_folder_with_checkpoints(run_a):
+    out, _ = run_a
+    before = _files(out)
+    with pytest.raises(CheckpointError, match="already holds a training run.*--resume"):
+        Trainer(tiny_cfg(), out)
+    assert _files(out) == before
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(cache, tmp_path):
+    logs = {}
+    for name, seed, steps in (("a", 0, 2), ("b", 0, 2), ("c", 1, 1)):  # c: one step shows it
+        Trainer(tiny_cfg("train.epochs=1", f"train.seed={seed}", f"train.max_steps={steps}"),
+                tmp_path / name).fit()
+        logs[name] = read_log(tmp_path / name / LOG_FILE)
+    losses = {k: [(r["loss"], r["losses"]) for r in v if r["kind"] == "step"] for k, v in logs.items()}
+    assert len(losses["a"]) == 2 and losses["a"] == losses["b"]
+    assert logs["a"][-1]["val"] == logs["b"][-1]["val"]
+    assert losses["a"][0] != losses["c"][0]   # another seed: another initialisation
+
+
+# --------------------------------------------------------------------------- exact resume
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(run_a, tmp_path):
+    out_a, result_a = run_a
+    out_b = tmp_path / "b"
+    script = tmp_path / "kill_run.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(out_b), str(KILL_AT_STEP), *TINY],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert [r["step"] for r in read_log(out_b / LOG_FILE, "step")][-1] == KILL_AT_STEP
+    assert not (out_b / RESULTS_FILE).exists()
+
+    result_b = Trainer(tiny_cfg(), out_b, resume=True).fit()
+    assert _untimed(read_log(out_b / LOG_FILE)) == _untimed(read_log(out_a / LOG_FILE))
+    assert result_b.best_metrics == result_a.best_metrics
+    assert result_b.last_metrics == result_a.last_metrics
+    wa, wb = _weights(out_a / LAST_DIR), _weights(out_b / LAST_DIR)
+    assert wa.keys() == wb.keys()
+    for key in wa:  # weights, omega and TROA's history
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def test_resume_refuses_truncated_state_and_model_naming_the_file(run_a, tmp_path):
+    out_a, _ = run_a
+    for damaged in (STATE_FILE, f"{LAST_DIR}/{WEIGHTS_FILE}"):
+        out = tmp_path / damaged.replace("/", "_")
+        shutil.copytree(out_a, out)
+        raw = (out / damaged).read_bytes()
+        (out / damaged).write_bytes(raw[: len(raw) // 2])
+        before = _files(out)
+        with pytest.raises(CheckpointError, match=rf"{out / damaged} is corrupt or truncated.*delete"):
+            Trainer(tiny_cfg(), out, resume=True)
+        assert _files(out) == before   # never replaced
+
+
+def test_resume_refuses_another_config(run_a, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(run_a[0], out)
+    with pytest.raises(CheckpointError, match=r"train.lr: saved 0.002 vs now 0.001"):
+        Trainer(tiny_cfg("train.lr=0.001"), out, resume=True)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+class PoisonedTrainer(Trainer):
+    """Puts an infinite depth label into the first step of epoch 2 (after best/ and last/ exist)."""
+
+    snapshot: dict[str, bytes] = {}
+
+    def training_step(self, batch: dict) -> dict:
+        if self.global_step == STEPS_PER_EPOCH:
+            PoisonedTrainer.snapshot = _files(self.out_dir)
+            batch = {**batch, "depth": torch.full_like(batch["depth"], float("inf"))}
+        return super().training_step(batch)
+
+
+def test_infinite_loss_stops_naming_the_task_and_writes_no_checkpoint(cache, tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match=r"task\(s\): .*depth"):
+        PoisonedTrainer(tiny_cfg(), out).fit()
+    assert (out / BEST_DIR / WEIGHTS_FILE).is_file() and (out / STATE_FILE).is_file()
+    assert _files(out) == PoisonedTrainer.snapshot
+    assert [r["step"] for r in read_log(out / LOG_FILE, "step")] == [1, 2]
+
+
+class OutOfMemoryTrainer(Trainer):
+    def training_step(self, batch: dict) -> dict:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_names_the_batch_size_to_lower(cache, tmp_path):
+    with pytest.raises(torch.cuda.OutOfMemoryError, match=r"batch size 4 .*data\.batch_size=2"):
+        OutOfMemoryTrainer(tiny_cfg(), tmp_path / "oom").fit()
+    assert not (tmp_path / "oom" / STATE_FILE).exists()
+
+
+def test_partial_labels_train_without_troa_updates(cache, tmp_path):
+    """Zero-shot fine-tuning: only seg in the loss -> TROA is skipped, omega keeps its value."""
+    trainer = Trainer(tiny_cfg("train.max_steps=1"), tmp_path / "zs", loss_tasks=("seg",))
+    omega = trainer.model.omega.clone()
+    result = trainer.fit()
+    assert not trainer.track_troa and torch.equal(result.model.omega, omega)
+    assert int(result.model.adapter.troa.num_updates) == 0
+    assert set(read_log(tmp_path / "zs" / LOG_FILE, "step")[0]["losses"]) == {"seg"}
+    assert set(result.last_metrics) == {"seg", "depth"}   # still evaluated on every task
+    assert "depth" not in trainer.train_set[0]

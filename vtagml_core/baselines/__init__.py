@@ -1,0 +1,1 @@
+"""Model families the kit can train and compare, selectable by name (see :mod:`.registry`)."""

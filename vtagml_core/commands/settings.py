@@ -1,0 +1,68 @@
+"""``python -m vtagml_core settings``: the paper's evaluation settings (Tables 2-6 shapes).
+
+Examples::
+
+    python -m vtagml_core settings mtl                        # quick preset, seed 0, CPU minutes
+    python -m vtagml_core settings all --seeds 0,1,2          # every setting, 3 seeds (claims)
+    python -m vtagml_core settings zeroshot --methods vtagml,vanilla_mtl,finetune_mtl
+    python -m vtagml_core settings uda --settings-set uda_target=street
+    python -m vtagml_core settings all --preset paper --runs runs/paper    # GPU, Swin-B V2
+
+Each setting trains what it needs under ``--runs`` (or reuses it: runs are keyed by their
+resolved config, see :mod:`vtagml_core.eval.settings.common`), writes
+``<runs>/setting_results/<setting>.json`` and ``.md``, prints its table and its wall time.
+``python -m vtagml_core tables`` then collects every setting into one document.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ._common import add_config_arguments
+
+#: ``all`` runs every setting in this order (later settings reuse the MTL runs).
+ALL = "all"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vtagml_core.eval.settings import SETTINGS
+
+    parser.add_argument("setting", choices=[*SETTINGS, ALL], help="which setting (or all)")
+    add_config_arguments(parser)
+    parser.add_argument("--seeds", default="0", help="training seeds, comma-separated (default: 0)")
+    parser.add_argument("--methods", default=None,
+                        help="methods compared, comma-separated (default: the settings config's, "
+                             "vtagml,vanilla_mtl)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"),
+                        help="settings root: trained runs and setting_results/ (default: runs)")
+    parser.add_argument("--settings-config", type=Path, default=None,
+                        help="settings YAML (default: configs/settings/<preset>.yaml)")
+    parser.add_argument("--settings-set", dest="settings_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a settings field, e.g. uda_target=street")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vtagml_core.eval.settings import SETTINGS, build_context, run_setting, write_setting
+    from vtagml_core.eval.tables import setting_markdown
+
+    started = time.perf_counter()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    ctx = build_context(args.preset, args.config, args.overrides, args.seeds, args.runs,
+                        args.settings_config, args.settings_overrides, methods)
+    names = list(SETTINGS) if args.setting == ALL else [args.setting]
+    times = {}
+    for name in names:
+        print(f"[settings] {name}: preset {ctx.preset}, seeds {ctx.seeds}, runs under {ctx.root}",
+              flush=True)
+        t0 = time.perf_counter()
+        doc = run_setting(name, ctx)
+        js, md = write_setting(ctx, doc)
+        times[name] = time.perf_counter() - t0
+        print(setting_markdown(doc), flush=True)
+        print(f"[settings] {name} finished in {times[name]:.1f} s -> {js}, {md}", flush=True)
+    if len(names) > 1:
+        print("[settings] wall time per setting: "
+              + ", ".join(f"{n} {s:.1f} s" for n, s in times.items()))
+    print(f"[settings] total wall time {time.perf_counter() - started:.1f} s")
+    return 0

@@ -1,0 +1,276 @@
+"""What a setting runs with: the kit config, the setting options, seeds, the runs root, the log.
+
+Settings are configured in two layers:
+
+- the **kit config** (:class:`~vtagml_core.experiment.KitConfig`): the ``quick`` or ``paper``
+  preset (or ``--config``) plus ``--set key=value`` overrides: data sizes, model, training;
+- the **settings config** (:class:`SettingsConfig`, ``configs/settings/<preset>.yaml``):
+  which task sets, methods and domains each setting uses, the adversarial options of UDA,
+  the timing budget of the efficiency table, and ``kit_overrides`` that the settings apply on
+  top of the preset (the same syntax as ``--set``; ``--set`` wins).
+
+:func:`build_context` resolves both into a :class:`SettingContext`; every setting module
+(:mod:`.mtl`, :mod:`.zero_shot`, :mod:`.uda`, :mod:`.novel_domain`, :mod:`.efficiency`) takes
+one and returns its results document (:func:`setting_document`), which :func:`write_setting`
+saves as ``<root>/setting_results/<setting>.json`` and ``.md``.
+
+**Backbone.** Like the paper's frozen ImageNet Swin (Sec. 3.1), every setting needs a
+pretrained frozen backbone. Without internet, ``SettingsConfig.pretrained_backbone`` (on in the
+quick preset) resolves ``model.backbone.weights`` to the kit's pretext-pretrained backbone
+(:func:`vtagml_core.train.pretrain.ensure_pretrained_backbone`: pretrained once at
+:data:`PRETRAIN_SEED`, then reused by every run and seed). Its file's SHA-256 is part of every
+run key (:mod:`.common`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from vtagml_core import __version__
+from vtagml_core.config import apply_overrides, load_config
+from vtagml_core.experiment import CONFIG_DIR, KitConfig, load_kit_config
+from vtagml_core.tasks import parse_tasks
+from vtagml_core.train.adversarial import AdversarialConfig
+
+from .common import (RESULTS_SUBDIR, RunRecord, RunSpec, evaluate_run, parse_seeds, run_dir,
+                     train_or_reuse, with_changes)
+
+#: The settings this package implements, in table order (paper Tables 2-6).
+SETTINGS: tuple[str, ...] = ("mtl", "zeroshot", "uda", "novel", "efficiency")
+#: Folder of the per-preset settings configs.
+SETTINGS_CONFIG_DIR: Path = CONFIG_DIR / "settings"
+#: Seed of the pretext pretraining that makes the shared frozen backbone (one for all seeds).
+PRETRAIN_SEED: int = 0
+
+
+@dataclass
+class SettingsConfig:
+    """Options of the evaluation settings (paper Sec. 4; DESIGN.md section 4).
+
+    Attributes:
+        source: training domain of every source-domain model.
+        methods: methods compared in every table (the plain-multitask baseline included).
+        task_sets: MTL task sets (Table 2).
+        zero_shot_target: target domain of zero-shot task transfer (Table 3).
+        zero_shot_task_sets: task sets of Table 3; the *last* task of each is never labelled
+            on the target (S-D: depth, S-D-N: normals).
+        uda_target, uda_tasks: target domain and task set of UDA (Table 4).
+        novel_domains: domains the source models are tested on without fine-tuning (Table 5).
+        novel_tasks: task set of Table 5.
+        efficiency_tasks, efficiency_methods: Table 6 (``single_task`` = one model per task,
+            summed).
+        efficiency_steps, efficiency_warmup_steps: timed / untimed training steps per method.
+        pretrained_backbone: resolve ``model.backbone.weights`` to the kit's pretext-pretrained
+            backbone when the config names none (module docstring).
+        kit_overrides: ``key=value`` overrides of the kit config applied by every setting.
+        adversarial: UDA's discriminators and loss weights.
+    """
+
+    source: str = "indoor"
+    methods: list[str] = field(default_factory=lambda: ["vtagml", "vanilla_mtl"])
+    task_sets: list[str] = field(default_factory=lambda: ["S-D", "S-D-N", "S-D-N-E"])
+    zero_shot_target: str = "indoor_shift"
+    zero_shot_task_sets: list[str] = field(default_factory=lambda: ["S-D", "S-D-N"])
+    uda_target: str = "indoor_shift"
+    uda_tasks: str = "S-D"
+    novel_domains: list[str] = field(default_factory=lambda: ["indoor_shift", "street", "comic"])
+    novel_tasks: str = "S-D"
+    efficiency_tasks: str = "S-D-N-E"
+    efficiency_methods: list[str] = field(
+        default_factory=lambda: ["vtagml", "vanilla_mtl", "finetune_mtl", "single_task"])
+    efficiency_steps: int = 6
+    efficiency_warmup_steps: int = 2
+    pretrained_backbone: bool = True
+    kit_overrides: list[str] = field(default_factory=list)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+
+    def validate(self) -> "SettingsConfig":
+        from vtagml_core.baselines.registry import method_names
+        from vtagml_core.data.synthetic.domains import DOMAINS
+
+        domains = [self.source, self.zero_shot_target, self.uda_target, *self.novel_domains]
+        bad = [d for d in domains if d not in DOMAINS]
+        if bad:
+            raise ValueError(f"unknown domain(s) {bad} in the settings config; domains: {', '.join(DOMAINS)}")
+        bad = [m for m in [*self.methods, *self.efficiency_methods] if m not in method_names()]
+        if bad:
+            raise ValueError(f"unknown method(s) {bad}; methods: {', '.join(method_names())}")
+        for spec in [*self.task_sets, *self.zero_shot_task_sets, self.uda_tasks, self.novel_tasks,
+                     self.efficiency_tasks]:
+            parse_tasks(spec)
+        for spec in self.zero_shot_task_sets:
+            if len(parse_tasks(spec)) < 2:
+                raise ValueError(f"zero-shot task set {spec!r} needs >= 2 tasks (labelled + zero-shot)")
+        if self.efficiency_steps < 1 or self.efficiency_warmup_steps < 0:
+            raise ValueError("efficiency_steps must be >= 1 and efficiency_warmup_steps >= 0, got "
+                             f"{self.efficiency_steps} and {self.efficiency_warmup_steps}")
+        self.adversarial.validate()
+        return self
+
+
+def settings_config_path(preset: str) -> Path:
+    """``configs/settings/<preset>.yaml`` (may not exist: then the defaults apply)."""
+    return SETTINGS_CONFIG_DIR / f"{preset}.yaml"
+
+
+def load_settings_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                         preset: str | None = None) -> SettingsConfig:
+    """The settings config from a file, the preset's file, or the defaults; plus overrides."""
+    if path is None and preset is not None and settings_config_path(preset).is_file():
+        path = settings_config_path(preset)
+    return load_config(SettingsConfig, path, overrides).validate()
+
+
+@dataclass
+class SettingContext:
+    """Everything one setting run needs (built by :func:`build_context`).
+
+    Attributes:
+        cfg: the resolved base kit config (pretrained backbone filled in).
+        settings: the settings options.
+        preset: ``"quick"`` or ``"paper"`` (or ``"custom"`` with ``--config``).
+        seeds: training seeds; every cell is mean/std over them.
+        root: settings root (``runs/`` by default): trained runs and setting results.
+        log: where progress lines go.
+        records: every run used so far (role, folder, reused or trained, seconds).
+    """
+
+    cfg: KitConfig
+    settings: SettingsConfig
+    preset: str
+    seeds: list[int]
+    root: Path
+    log: Callable[[str], None] = print
+    records: list[dict[str, Any]] = field(default_factory=list)
+    _done: dict[str, RunRecord] = field(default_factory=dict, repr=False)
+
+    def config(self, tasks: str, domain: str | None = None, seed: int = 0) -> KitConfig:
+        """The kit config of one run: task set, training domain (default: source), seed."""
+        return with_changes(self.cfg, tasks=tasks, domain=domain or self.settings.source, seed=seed)
+
+    def train(self, spec: RunSpec) -> RunRecord:
+        """:func:`~.common.train_or_reuse` under ``root``, remembering what it cost.
+
+        A run already used in this context is returned as is (its model stays loaded).
+        """
+        key = str(run_dir(self.root, spec))
+        reused_here = key in self._done
+        if not reused_here:
+            self._done[key] = train_or_reuse(spec, self.root, self.log)
+        record = self._done[key]
+        if all(r["dir"] != key for r in self.records):
+            fresh = record.trained_now and not reused_here
+            self.records.append({"role": spec.role, "seed": spec.seed, "dir": key, "reused": not fresh,
+                                 "seconds": round(record.seconds, 2) if fresh else 0.0})
+        return record
+
+    def release_models(self) -> None:
+        """Drop the models loaded for evaluation (the runs stay known)."""
+        for record in self._done.values():
+            record.release()
+
+    def evaluate(self, record: RunRecord, domain: str, split: str = "test",
+                 tasks: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
+        return evaluate_run(record, self.cfg, domain, split, tasks)
+
+    def backbone_description(self) -> str:
+        bb = self.cfg.model.backbone
+        if bb.weights:
+            how = "pretext-pretrained (kit), frozen"
+        elif bb.pretrained:
+            how = "timm ImageNet weights, frozen"
+        else:
+            how = "RANDOM init, frozen: numbers say little (no pretrained weights configured)"
+        return f"{bb.name} ({how})"
+
+    def where(self, domain: str, split: str = "test") -> dict[str, Any]:
+        """The provenance of a number: dataset, split, resolution, backbone, seeds."""
+        d = self.cfg.data
+        count = {"train": d.train_count, "val": d.val_count, "test": d.test_count}[split]
+        return {"dataset": f"synthetic/{domain}", "split": f"{split} ({count} scenes)",
+                "resolution": f"{d.size}x{d.size}", "backbone": self.backbone_description(),
+                "seeds": list(self.seeds)}
+
+
+def resolve_backbone(cfg: KitConfig, settings: SettingsConfig, log: Callable[[str], None]) -> KitConfig:
+    """Fill ``model.backbone.weights`` with the pretext-pretrained backbone (module docstring)."""
+    bb = cfg.model.backbone
+    if not settings.pretrained_backbone or bb.pretrained or bb.weights:
+        return cfg
+    from vtagml_core.train.pretrain import PretrainConfig, default_pretrained_path, ensure_pretrained_backbone
+
+    target = default_pretrained_path(bb.name, bb.img_size, PRETRAIN_SEED)
+    if not target.is_file():
+        log(f"pretraining the frozen backbone once ({bb.name}, {bb.img_size}px) -> {target}")
+    pre = PretrainConfig(backbone=bb.name, img_size=bb.img_size, count=cfg.data.pretext_count,
+                         seed=PRETRAIN_SEED, device=cfg.train.device, cache_root=cfg.data.cache_root,
+                         progress=cfg.train.progress)
+    out = copy.deepcopy(cfg)
+    out.model.backbone.weights = str(ensure_pretrained_backbone(pre, progress=cfg.train.progress))
+    return out
+
+
+def build_context(preset: str = "quick", config: str | Path | None = None,
+                  overrides: list[str] | None = None, seeds: str | list[int] = "0",
+                  root: str | Path = "runs", settings_path: str | Path | None = None,
+                  settings_overrides: list[str] | None = None, methods: list[str] | None = None,
+                  log: Callable[[str], None] = print) -> SettingContext:
+    """Resolve presets, settings config, overrides and the backbone into a :class:`SettingContext`.
+
+    Order: the preset (or ``config``) <- ``settings.kit_overrides`` <- ``overrides`` (``--set``).
+    ``methods`` (``--methods``) replaces ``settings.methods``.
+    """
+    settings = load_settings_config(settings_path, settings_overrides, preset=preset)
+    if methods:
+        settings = apply_overrides(settings, [f"methods={json.dumps(list(methods))}"]).validate()
+    cfg = load_kit_config(config, [*settings.kit_overrides, *(overrides or [])],
+                          preset=None if config else preset)
+    cfg = resolve_backbone(cfg, settings, log)
+    return SettingContext(cfg, settings, preset if config is None else "custom", parse_seeds(seeds),
+                          Path(root), log)
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def column(key: str, label: str, metric: str | None = None, *, group: str = "", task: str = "",
+           lower_is_better: bool | None = None, zero_shot: bool = False) -> dict[str, Any]:
+    """A table column: ``metric`` picks the number format (:mod:`vtagml_core.eval.tables`)."""
+    return {"key": key, "label": label, "metric": metric or key, "group": group, "task": task,
+            "lower_is_better": lower_is_better, "zero_shot": zero_shot}
+
+
+def row(label: str, cells: dict[str, dict], *, kind: str = "method", method: str = "",
+        note: str = "") -> dict[str, Any]:
+    """A table row; ``kind``: ``method`` (ranked, bold best), ``reference`` or ``trivial``."""
+    return {"label": label, "method": method, "kind": kind, "cells": cells, "note": note}
+
+
+def setting_document(ctx: SettingContext, setting: str, title: str, where: dict[str, Any],
+                     columns: list[dict], rows: list[dict], notes: list[str], started: float,
+                     **extra: Any) -> dict[str, Any]:
+    """The results JSON of one setting (also what :mod:`vtagml_core.eval.tables` renders)."""
+    return {"setting": setting, "title": title, "preset": ctx.preset, "kit_version": __version__,
+            "where": where, "columns": columns, "rows": rows, "notes": notes,
+            "runs": list(ctx.records), "wall_seconds": round(time.perf_counter() - started, 1),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
+
+
+def write_setting(ctx: SettingContext, doc: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``<root>/setting_results/<setting>.json`` and ``.md``; returns both paths."""
+    from vtagml_core.eval.tables import setting_markdown
+
+    out = ctx.root / RESULTS_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / f"{doc['setting']}.json", out / f"{doc['setting']}.md"
+    js.write_text(json.dumps(doc, indent=2) + "\n")
+    md.write_text(setting_markdown(doc) + "\n")
+    return js, md
+
+
+__all__ = ["PRETRAIN_SEED", "SETTINGS", "SettingContext", "SettingsConfig", "build_context", "column",
+           "load_settings_config", "resolve_backbone", "row", "setting_document", "write_setting"]

@@ -1,0 +1,229 @@
+"""The settings' results as the paper's tables: markdown and plotly (paper Sec. 4, Tables 2-6).
+
+Input: the results documents the settings write (``<runs>/setting_results/<setting>.json``,
+:mod:`vtagml_core.eval.settings`), each with ``columns`` (key, label, metric, direction),
+``rows`` (label, kind, ``cells`` keyed by column: per-seed summaries) and ``where`` (dataset,
+split, resolution, backbone, seeds). Output per setting:
+
+1. a header saying what was measured where (dataset, split, resolution, backbone, seed count);
+2. the measured table: one cell ``mean`` or ``mean ± std`` (several seeds); the best value of
+   each column among the ``method`` rows in bold (the paper's convention) when there are two or
+   more; reference and trivial rows in italics;
+3. the setting's notes and its wall time;
+4. **in a separate, labelled block**, the paper's own rows for that table
+   (:mod:`vtagml_core.eval.paper_numbers`): real datasets and a Swin-B backbone, for orientation,
+   not comparison.
+
+Number formats (:data:`FORMATS`): mIoU, odsF and other fractions as percent with 2 decimals (as
+the paper prints them), depth RMSE with 3 decimals, angles with 2, delta_m signed, parameters in
+millions, seconds with 2 decimals.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from vtagml_core.eval.metrics import FRACTION_METRICS
+from vtagml_core.eval.paper_numbers import NOT_IN_MAIN_TEXT, PAPER_CONDITIONS, PaperTable, paper_tables
+
+#: Paper table of each setting, in the paper's order.
+TABLE_OF: dict[str, str] = {"mtl": "Table 2", "zeroshot": "Table 3", "uda": "Table 4",
+                            "novel": "Table 5", "efficiency": "Table 6"}
+#: metric -> (scale, decimals, signed). Fractions not listed here print as percent, 2 decimals.
+FORMATS: dict[str, tuple[float, int, bool]] = {
+    "rmse": (1.0, 3, False), "mae": (1.0, 3, False), "abs_rel": (1.0, 3, False),
+    "mean": (1.0, 2, False), "median": (1.0, 2, False), "delta_m": (1.0, 2, True),
+    "params": (1e-6, 3, False), "seconds": (1.0, 2, False), "ratio": (1.0, 2, False)}
+#: Scale and decimals of fraction metrics (printed in percent).
+PERCENT_FORMAT: tuple[float, int, bool] = (100.0, 2, False)
+#: Format of a metric with no entry (a plain number).
+DEFAULT_FORMAT: tuple[float, int, bool] = (1.0, 4, False)
+#: Text of an empty cell.
+EMPTY = "—"
+#: Pixels per plotly table row, and per table header/title.
+ROW_PX, TABLE_PAD_PX = 28, 90
+
+
+def metric_format(metric: str) -> tuple[float, int, bool]:
+    if metric in FORMATS:
+        return FORMATS[metric]
+    return PERCENT_FORMAT if metric in FRACTION_METRICS else DEFAULT_FORMAT
+
+
+def format_value(value: float, metric: str) -> str:
+    scale, digits, signed = metric_format(metric)
+    return f"{value * scale:{'+' if signed else ''}.{digits}f}"
+
+
+def format_cell(stat: dict[str, Any] | None, metric: str) -> str:
+    """``"52.46"`` for one seed, ``"52.46 ± 1.20"`` for several, :data:`EMPTY` for no value."""
+    if stat is None:
+        return EMPTY
+    text = format_value(stat["mean"], metric)
+    if stat.get("n", 1) > 1:
+        scale, digits, _ = metric_format(metric)
+        text += f" ± {stat['std'] * scale:.{digits}f}"
+    return text
+
+
+def markdown_table(header: list[str], body: list[list[str]], align: list[str] | None = None) -> str:
+    """A GitHub markdown table; ``align`` per column: ``"l"`` or ``"r"`` (default: l, then r)."""
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    rule = ["---" if a == "l" else "---:" for a in align]
+    lines = [header, rule, *body]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def best_rows(doc: dict[str, Any]) -> dict[str, int]:
+    """Column key -> index of the best ``method`` row (only with two or more method rows)."""
+    methods = [i for i, r in enumerate(doc["rows"]) if r["kind"] == "method"]
+    best: dict[str, int] = {}
+    if len(methods) < 2:
+        return best
+    for col in doc["columns"]:
+        lower = col.get("lower_is_better")
+        if lower is None:
+            continue
+        scored = [(doc["rows"][i]["cells"][col["key"]]["mean"], i) for i in methods
+                  if col["key"] in doc["rows"][i]["cells"]]
+        if len(scored) >= 2:
+            best[col["key"]] = (min(scored) if lower else max(scored))[1]
+    return best
+
+
+def measured_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted body of a setting's measured table (plain text, no markup)."""
+    header = ["Method", *[c["label"] for c in doc["columns"]]]
+    body = [[r["label"], *[format_cell(r["cells"].get(c["key"]), c["metric"]) for c in doc["columns"]]]
+            for r in doc["rows"]]
+    return header, body
+
+
+def where_line(doc: dict[str, Any]) -> str:
+    w = doc["where"]
+    seeds = w.get("seeds", [])
+    return (f"Measured on **{w['dataset']}**, split {w['split']}, resolution {w['resolution']}, "
+            f"backbone {w['backbone']}, {len(seeds)} seed(s) {seeds}, preset `{doc['preset']}`"
+            + ("; cells are mean ± std over seeds." if len(seeds) > 1 else "."))
+
+
+def paper_value(value: float | str | None, decimals: int) -> str:
+    """A paper cell as printed: its decimals, check-mark columns as text, :data:`EMPTY` if missing."""
+    if value is None:
+        return EMPTY
+    return value if isinstance(value, str) else f"{value:.{decimals}f}"
+
+
+def paper_markdown(table: PaperTable) -> str:
+    """The paper's rows of one table, as printed."""
+    body = [[group, name, *[paper_value(v, d) for v, d in zip(values, table.decimals)]]
+            for group, name, values in table.rows]
+    arrows = ["" if d is None else ("↓" if d else "↑") for d in table.lower_is_better]
+    header = ["", "Method (paper)", *[f"{c}{a}" for c, a in zip(table.columns, arrows)]]
+    return markdown_table(header, body, ["l", "l"] + ["r"] * len(table.columns))
+
+
+def paper_block(setting: str) -> str:
+    """The labelled block of the paper's own rows for a setting's table."""
+    parts = []
+    for table in paper_tables(setting):
+        parts += [f"#### The paper's reported numbers: {table.table}, {table.dataset}", "",
+                  f"> Different data ({PAPER_CONDITIONS}): shown for orientation, **not comparable** "
+                  f"with the measured table above. Caption: {table.caption}", "",
+                  paper_markdown(table), ""]
+    return "\n".join(parts).rstrip()
+
+
+def setting_markdown(doc: dict[str, Any]) -> str:
+    """One setting's section: header, measured table, notes, timing, the paper's block."""
+    header, body = measured_rows(doc)
+    best = best_rows(doc)
+    keys = [c["key"] for c in doc["columns"]]
+    for i, (r, cells) in enumerate(zip(doc["rows"], body)):
+        for j, key in enumerate(keys, start=1):
+            if best.get(key) == i:
+                cells[j] = f"**{cells[j]}**"
+        if r["kind"] != "method":
+            cells[0] = f"*{cells[0]}*"
+    runs = doc.get("runs", [])
+    trained = sum(1 for r in runs if not r["reused"])
+    lines = [f"### {doc['title']} ({TABLE_OF.get(doc['setting'], '')} shape)", "", where_line(doc), "",
+             markdown_table(header, body), ""]
+    lines += [f"- {n}" for n in doc.get("notes", [])]
+    lines += ["", f"Wall time {doc['wall_seconds']:.1f} s; runs used {len(runs)} ({trained} trained "
+                  f"now, {len(runs) - trained} reused).", "", paper_block(doc["setting"])]
+    return "\n".join(lines)
+
+
+def collect(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Every ``<setting>.json`` in ``results_dir``, in the paper's table order.
+
+    Raises:
+        FileNotFoundError: no results there (names the command that makes them).
+    """
+    folder = Path(results_dir)
+    docs = [json.loads((folder / f"{s}.json").read_text()) for s in TABLE_OF
+            if (folder / f"{s}.json").is_file()]
+    if not docs:
+        raise FileNotFoundError(f"no setting results in {folder}; run e.g. "
+                                "`python -m vtagml_core settings all` first")
+    return docs
+
+
+def tables_markdown(docs: Iterable[dict[str, Any]]) -> str:
+    """All settings' sections in one document."""
+    parts = ["# VTAGML kit: the paper's evaluation settings on the synthetic benchmark", "",
+             "Every measured table below names its dataset, split, resolution, backbone and seeds. "
+             "The paper's own numbers follow each table in a separate block: they come from real "
+             "datasets and a much larger backbone, so they orient, they do not compare.", ""]
+    for doc in docs:
+        parts += [setting_markdown(doc), ""]
+    parts += ["Not in the paper's main text (so not transcribed): " + "; ".join(NOT_IN_MAIN_TEXT) + "."]
+    return "\n".join(parts)
+
+
+def setting_figure(doc: dict[str, Any]):
+    """A plotly figure: the measured table, then each of the paper's tables, titled apart."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    papers = paper_tables(doc["setting"])
+    header, body = measured_rows(doc)
+    titles = [f"{TABLE_OF[doc['setting']]} shape, MEASURED: {doc['where']['dataset']}, "
+              f"{doc['where']['resolution']}, {len(doc['where'].get('seeds', []))} seed(s)"]
+    titles += [f"Paper's reported {t.table} ({t.dataset}): different data, for orientation only"
+               for t in papers]
+    heights = [len(body) + 2] + [len(t.rows) + 2 for t in papers]
+    fig = make_subplots(rows=len(titles), cols=1, specs=[[{"type": "table"}]] * len(titles),
+                        subplot_titles=titles, row_heights=heights, vertical_spacing=0.06)
+    fig.add_trace(go.Table(header={"values": header}, cells={"values": [list(c) for c in zip(*body)]}),
+                  row=1, col=1)
+    for k, t in enumerate(papers, start=2):
+        values = [[g for g, _, _ in t.rows], [n for _, n, _ in t.rows]]
+        values += [[paper_value(v[j], t.decimals[j]) for _, _, v in t.rows] for j in range(len(t.columns))]
+        fig.add_trace(go.Table(header={"values": ["", "Method (paper)", *t.columns]},
+                               cells={"values": values}), row=k, col=1)
+    fig.update_layout(title=doc["title"], height=ROW_PX * sum(heights) + TABLE_PAD_PX * len(titles),
+                      margin={"l": 10, "r": 10, "t": 80, "b": 10})
+    return fig
+
+
+def write_tables(results_dir: str | Path, out: str | Path) -> tuple[Path, Path]:
+    """Collect the settings' results into ``<out>/tables.md`` and ``<out>/tables.html``."""
+    docs = collect(results_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "tables.md"
+    md.write_text(tables_markdown(docs) + "\n")
+    html = out / "tables.html"
+    figures = [setting_figure(d).to_html(full_html=False, include_plotlyjs=(i == 0))
+               for i, d in enumerate(docs)]
+    html.write_text("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>VTAGML kit tables"
+                    "</title></head><body>\n" + "\n".join(figures) + "\n</body></html>\n")
+    return md, html
+
+
+__all__ = ["FORMATS", "TABLE_OF", "best_rows", "collect", "format_cell", "format_value",
+           "markdown_table", "paper_block", "paper_markdown", "paper_value", "setting_figure", "setting_markdown",
+           "tables_markdown", "write_tables"]

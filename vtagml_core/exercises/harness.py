@@ -1,0 +1,163 @@
+"""How a checker judges a student's function (issue 5, item 3).
+
+A checker runs the student's function and the library's reference on several random cases
+(different shapes and seeds). On the first case where they differ it compares the student's
+output with a list of *known mistakes* -- the reference computed the wrong way in one specific
+respect (forgot a normalisation, flipped a sign, normalised the wrong axis, ...) -- and, if
+one matches, says which mistake it was and gives a hint. Otherwise it reports where and by how
+much the output differs.
+
+The result is a :class:`CheckResult`: ``passed``, a ``message`` and a ``hint``; it prints as
+one line (``PASS: ...`` or ``FAIL: ...`` plus the hint) so a notebook cell can end with it.
+A function that still raises ``NotImplementedError`` (the student version's stub) gets a
+"not implemented yet" result instead of a traceback, so a student notebook runs top to bottom.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+#: Default tolerances of the comparison (float64 reference vs the student's output).
+ATOL: float = 1e-5
+RTOL: float = 1e-4
+
+
+@dataclass
+class CheckResult:
+    """Verdict of a checker.
+
+    Attributes:
+        passed: True when the function matched the reference on every case.
+        exercise: what was checked (e.g. ``"mirror-descent row update"``).
+        message: what was found.
+        hint: how to fix it (empty when passed).
+    """
+
+    passed: bool
+    exercise: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        head = f"{'PASS' if self.passed else 'FAIL'}: {self.exercise}: {self.message}"
+        return head if self.passed or not self.hint else f"{head}\nHint: {self.hint}"
+
+    __repr__ = __str__
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+@dataclass
+class Mistake:
+    """A known wrong way to compute the answer.
+
+    Attributes:
+        name: short name (shown in the message).
+        compute: same arguments as the reference, returns the wrong answer.
+        hint: what to change.
+    """
+
+    name: str
+    compute: Callable[..., Tensor]
+    hint: str
+
+
+@dataclass
+class Case:
+    """One set of arguments (positional) and a short description of its shape/seed."""
+
+    args: tuple
+    label: str
+
+
+def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
+    return a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol)
+
+
+def _clone_args(args: tuple) -> tuple:
+    return tuple(a.clone() if isinstance(a, Tensor) else a for a in args)
+
+
+def check_function(
+    student: Callable[..., Any],
+    reference: Callable[..., Tensor],
+    cases: Sequence[Case],
+    exercise: str,
+    mistakes: Sequence[Mistake] = (),
+    shape_hint: str = "",
+    extra_checks: Sequence[Callable[[Tensor, Case], str | None]] = (),
+    atol: float = ATOL,
+    rtol: float = RTOL,
+) -> CheckResult:
+    """Compare ``student`` with ``reference`` on every case; diagnose the first difference.
+
+    Args:
+        student: the function to check.
+        reference: the library's answer for the same arguments.
+        cases: the inputs.
+        exercise: name used in messages.
+        mistakes: known wrong variants, tried in order on a mismatch.
+        shape_hint: what the output shape should be, for the wrong-shape message.
+        extra_checks: ``f(output, case) -> problem or None`` run on a mismatch before the
+            generic message (e.g. "rows do not sum to 1").
+        atol, rtol: tolerances.
+    """
+    if not callable(student):
+        return CheckResult(False, exercise, f"expected a function, got {type(student).__name__}",
+                           "pass the function itself, e.g. check(my_function), not its result")
+    for case in cases:
+        args = _clone_args(case.args)
+        try:
+            out = student(*args)
+        except NotImplementedError:
+            return CheckResult(False, exercise, "not implemented yet",
+                               "replace the `raise NotImplementedError` line with your code")
+        except Exception as err:  # the student's bug: report it, do not crash the notebook
+            return CheckResult(False, exercise,
+                               f"your function raised {type(err).__name__}: {err} on {case.label}",
+                               "run it on a small input and check every intermediate shape")
+        if not isinstance(out, Tensor):
+            return CheckResult(False, exercise,
+                               f"returned {type(out).__name__}, expected a torch.Tensor",
+                               "return the result tensor (did you forget `return`?)")
+        if any(not torch.equal(a, b) for a, b in zip(args, case.args) if isinstance(a, Tensor)):
+            return CheckResult(False, exercise, f"your function modified its inputs on {case.label}",
+                               "do not change the arguments in place (no `x /= ...` or "
+                               "`x.copy_(...)`); compute a new tensor")
+        ref = reference(*_clone_args(case.args))
+        if out.shape != ref.shape:
+            return CheckResult(False, exercise,
+                               f"output shape {tuple(out.shape)} but expected {tuple(ref.shape)} "
+                               f"on {case.label}", shape_hint or "check which axes you reduce")
+        if not torch.isfinite(out).all():
+            return CheckResult(False, exercise, f"output has NaN or inf on {case.label}",
+                               "look for a division by zero or exp of a large number")
+        if _close(out, ref, atol, rtol):
+            continue
+        for mistake in mistakes:
+            wrong = mistake.compute(*_clone_args(case.args))
+            if _close(out, wrong, atol, rtol):
+                return CheckResult(False, exercise, f"{mistake.name} (on {case.label})",
+                                   mistake.hint)
+        for extra in extra_checks:
+            problem = extra(out, case)
+            if problem:
+                return CheckResult(False, exercise, f"{problem} (on {case.label})",
+                                   "compare with the formula in the markdown cell above")
+        diff = (out.double() - ref.double()).abs()
+        where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+        return CheckResult(
+            False, exercise,
+            f"output differs from the reference by up to {float(diff.max()):.3g} (at index "
+            f"{where}: yours {float(out[where]):.6g}, expected {float(ref[where]):.6g}) on "
+            f"{case.label}",
+            "compare with the formula in the markdown cell above, step by step",
+        )
+    return CheckResult(True, exercise, f"matches the reference on {len(cases)} random cases")
+
+
+__all__ = ["ATOL", "Case", "CheckResult", "Mistake", "RTOL", "check_function"]

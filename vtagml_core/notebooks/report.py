@@ -1,0 +1,173 @@
+"""``report.md`` and ``report.html`` of a headless notebook run (issue 5, item 2).
+
+The report gathers, per executed notebook and in cell order, the outputs of the cells tagged
+``report`` (the notebooks' tables, key figures and closing summaries), after a table with
+every notebook's status and seconds. Output kinds:
+
+=======================================  ===========================  ==========================
+notebook output                          report.md                    report.html
+=======================================  ===========================  ==========================
+``text/markdown`` (tables, summaries)    as is                        converted to HTML
+``application/vnd.plotly.v1+json``       link to ``figures/*.html``   the interactive figure
+``image/png``                            ``figures/*.png``            inline image
+``text/html`` (no plotly)                as is (raw HTML)             as is
+``text/plain`` / stdout                  code block                   ``<pre>``
+=======================================  ===========================  ==========================
+
+plotly.js is written once to ``figures/plotly.min.js`` and loaded from there, so the report
+works offline and stays small.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .runner import REPORT_TAG, RunResult
+
+REPORT_MD, REPORT_HTML, FIGURES_DIR = "report.md", "report.html", "figures"
+PLOTLY_JS: str = "plotly.min.js"
+PLOTLY_MIME: str = "application/vnd.plotly.v1+json"
+#: Tag papermill gives the cell it injects after the parameters cell.
+INJECTED_TAG: str = "injected-parameters"
+#: Outputs that carry no content for a report (widget views, ANSI progress bars).
+SKIPPED_MIMES: tuple[str, ...] = ("application/vnd.jupyter.widget-view+json",)
+
+HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}
+td{text-align:right}td:first-child{text-align:left}pre{background:#f6f6f6;padding:.5em}
+.fail{color:#b00}.ok{color:#070}"""
+
+
+@dataclass
+class ReportItem:
+    """One output of a ``report`` cell: ``kind`` in markdown/html/plotly/image/text."""
+
+    kind: str
+    content: Any
+    cell_index: int
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def collect_report_items(nb) -> list[ReportItem]:
+    """The outputs of the cells tagged ``report`` of an executed notebook, in order.
+
+    ``cell_index`` counts the cells of the source notebook (papermill's injected parameters
+    cell is skipped), so it matches what a reader sees in ``notebooks/``.
+    """
+    items = []
+    source_cells = [c for c in nb.cells
+                    if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    for i, cell in enumerate(source_cells):
+        if cell.cell_type != "code" or REPORT_TAG not in cell.get("metadata", {}).get("tags", []):
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                items.append(ReportItem("text", _text(out["text"]), i))
+                continue
+            data = out.get("data", {})
+            if not data or any(m in data for m in SKIPPED_MIMES):
+                continue
+            if PLOTLY_MIME in data:
+                items.append(ReportItem("plotly", data[PLOTLY_MIME], i))
+            elif "text/markdown" in data:
+                items.append(ReportItem("markdown", _text(data["text/markdown"]), i))
+            elif "image/png" in data:
+                items.append(ReportItem("image", _text(data["image/png"]), i))
+            elif "text/html" in data:
+                items.append(ReportItem("html", _text(data["text/html"]), i))
+            elif "text/plain" in data:
+                items.append(ReportItem("text", _text(data["text/plain"]), i))
+    return items
+
+
+def _markdown_to_html(text: str) -> str:
+    try:
+        import mistune
+    except ImportError:  # nbconvert brings mistune; without it, show the markdown source
+        return f"<pre>{html.escape(text)}</pre>"
+    return mistune.create_markdown(plugins=["table"])(text)
+
+
+def _figure_title(spec: dict, fallback: str) -> str:
+    title = spec.get("layout", {}).get("title", {})
+    text = title.get("text") if isinstance(title, dict) else title
+    return str(text) if text else fallback
+
+
+def _environment_line(run: RunResult) -> str:
+    import torch
+
+    device = "CUDA: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    return (f"Started {run.started}; python {platform.python_version()}, torch {torch.__version__}, "
+            f"{platform.machine()} {device}; parameters: "
+            + ", ".join(f"`{k}={v}`" for k, v in run.parameters.items() if k != "output_dir"))
+
+
+def write_report(run: RunResult) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``run.out``; returns both paths."""
+    import nbformat
+    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
+
+    out = run.out
+    figures = out / FIGURES_DIR
+    figures.mkdir(parents=True, exist_ok=True)
+    (figures / PLOTLY_JS).write_text(get_plotlyjs())
+    total = sum(r.seconds for r in run.results)
+    md = [f"# Notebook run, preset `{run.preset}`", "", _environment_line(run), "",
+          "| notebook | status | seconds |", "|---|---|---:|"]
+    md += [f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.1f} |" for r in run.results]
+    md += [f"| total | {'ok' if run.ok else 'FAILED'} | {total:.1f} |", ""]
+    if not run.ok:
+        md += ["## Failures", ""] + [f"- {f.describe()}" for f in run.failures] + [""]
+    body = [_markdown_to_html("\n".join(md))]
+    for result in run.results:
+        md += [f"## {result.name}", ""]
+        body.append(f"<h2>{html.escape(result.name)}</h2>")
+        if not result.executed.is_file():
+            md += ["(not executed)", ""]
+            continue
+        nb = nbformat.read(str(result.executed), as_version=4)
+        for k, item in enumerate(collect_report_items(nb)):
+            stem = f"{Path(result.name).stem}_cell{item.cell_index}_{k}"
+            if item.kind == "markdown":
+                md += [item.content, ""]
+                body.append(_markdown_to_html(item.content))
+            elif item.kind == "plotly":
+                fig = pio.from_json(json.dumps(item.content), skip_invalid=True)
+                title = _figure_title(item.content, stem)
+                fig.write_html(str(figures / f"{stem}.html"), include_plotlyjs="directory")
+                md += [f"[figure: {title}]({FIGURES_DIR}/{stem}.html)", ""]
+                body.append(pio.to_html(fig, include_plotlyjs=False, full_html=False))
+            elif item.kind == "image":
+                (figures / f"{stem}.png").write_bytes(base64.b64decode(item.content))
+                md += [f"![{stem}]({FIGURES_DIR}/{stem}.png)", ""]
+                body.append(f'<img src="data:image/png;base64,{item.content}">')
+            elif item.kind == "html":
+                md += [item.content, ""]
+                body.append(item.content)
+            else:
+                md += ["```", item.content.rstrip("\n"), "```", ""]
+                body.append(f"<pre>{html.escape(item.content)}</pre>")
+        if result.failure is not None:
+            md += [f"**Failed:** {result.failure.describe()}", ""]
+            body.append(f'<p class="fail"><b>Failed:</b> {html.escape(result.failure.describe())}</p>')
+    md_path, html_path = out / REPORT_MD, out / REPORT_HTML
+    md_path.write_text("\n".join(md) + "\n")
+    html_path.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>vtagml-kit notebooks, preset {html.escape(run.preset)}</title>"
+        f"<style>{HTML_STYLE}</style><script src='{FIGURES_DIR}/{PLOTLY_JS}'></script></head>"
+        f"<body>{''.join(body)}</body></html>\n")
+    return md_path, html_path
+
+
+__all__ = ["collect_report_items", "write_report"]

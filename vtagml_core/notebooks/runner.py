@@ -1,0 +1,301 @@
+"""Headless run of every notebook with papermill (issue 5, item 2).
+
+``python -m vtagml_core notebooks run --preset quick --out runs/notebooks`` executes the
+numbered notebooks of ``notebooks/`` in order (``NN_name.ipynb``; later lessons slot in by file
+name) and writes::
+
+    <out>/executed/NN_name.ipynb   every executed notebook, outputs included
+    <out>/artifacts/               what the notebooks write (their ``output_dir``)
+    <out>/report.md, report.html   the tables and figures of cells tagged ``report``,
+                                   the seconds per notebook and any failure
+    <out>/timings.json             seconds and status per notebook
+
+Each notebook gets the papermill parameters ``preset``, ``device``, ``seed``, ``output_dir``
+(plus any ``--param key=value``) and runs in a kernel started with ``VTAGML_NB_HEADLESS=1`` (so
+widgets become static plotly figures) and ``VTAGML_NB_PRESET`` / ``VTAGML_NB_OUTPUT`` set to
+the same values (so a stray environment variable cannot contradict the run). The kernel's
+working directory is the notebooks folder, as in JupyterLab.
+
+A failing cell does not stop the other notebooks (they are independent lessons; use
+``fail_fast`` to stop): the run records the notebook, the cell's index in the *source*
+notebook and its first line, the exception, and the command exits non-zero naming them.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from .params import DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, PRESETS, project_root
+
+#: Notebook files the runner picks up: two digits, underscore, a name.
+NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[A-Za-z0-9_-]+\.ipynb$")
+#: Cell tags: the papermill parameters cell, and cells whose outputs go into the report.
+PARAMETERS_TAG: str = "parameters"
+REPORT_TAG: str = "report"
+#: Kernel the notebooks run in (the current interpreter's, see :func:`ensure_kernel`).
+KERNEL_NAME: str = "python3"
+#: Layout of the output folder.
+EXECUTED_DIR, ARTIFACTS_DIR, TIMINGS_FILE = "executed", "artifacts", "timings.json"
+#: Lines of a cell that do not describe it (skipped when naming a failing cell).
+MARKER_PREFIXES: tuple[str, ...] = ("# NBVAL_",)
+
+
+@dataclass
+class CellFailure:
+    """Where and why a notebook stopped.
+
+    Attributes:
+        notebook: file name.
+        cell_index: index of the failing cell in the source notebook (0-based; the injected
+            parameters cell of papermill is not counted), or -1 if it could not be found.
+        first_line: the cell's first meaningful source line.
+        ename, evalue: exception name and message.
+    """
+
+    notebook: str
+    cell_index: int
+    first_line: str
+    ename: str
+    evalue: str
+
+    def describe(self) -> str:
+        where = f"cell {self.cell_index}" if self.cell_index >= 0 else "a cell"
+        return f"{self.notebook} {where} (`{self.first_line}`): {self.ename}: {self.evalue}"
+
+
+@dataclass
+class NotebookResult:
+    """One notebook of a run: executed copy, wall time, failure (None = it ran through)."""
+
+    name: str
+    executed: Path
+    seconds: float
+    failure: CellFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+@dataclass
+class RunResult:
+    """A whole headless run."""
+
+    preset: str
+    out: Path
+    parameters: dict[str, Any]
+    results: list[NotebookResult] = field(default_factory=list)
+    started: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failures(self) -> list[CellFailure]:
+        return [r.failure for r in self.results if r.failure is not None]
+
+
+def default_notebooks_dir() -> Path:
+    """``notebooks/`` of the project."""
+    return project_root() / "notebooks"
+
+
+def discover_notebooks(folder: Path, only: Sequence[str] | None = None) -> list[Path]:
+    """The numbered notebooks of ``folder`` in order; ``only`` keeps those whose number or
+    stem is listed (e.g. ``["02", "03_taa"]``).
+
+    Raises:
+        FileNotFoundError: no such folder, or no notebook matches.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"notebooks folder {folder} does not exist")
+    found = sorted(p for p in folder.iterdir() if NOTEBOOK_PATTERN.match(p.name))
+    if only:
+        wanted = set(only)
+        found = [p for p in found if p.stem in wanted or p.name[:2] in wanted or p.name in wanted]
+        unknown = wanted - {p.stem for p in found} - {p.name[:2] for p in found} - {p.name for p in found}
+        if unknown:
+            raise FileNotFoundError(f"no notebook matches {sorted(unknown)} in {folder}; numbered "
+                                    f"notebooks are: {', '.join(q.stem for q in sorted(folder.glob('*.ipynb')))}")
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
+    return found
+
+
+def parameters_cells(nb) -> list[int]:
+    """Indices of the cells tagged ``parameters``."""
+    return [i for i, c in enumerate(nb.cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+
+
+def check_notebook(path: Path):
+    """Read a notebook and check it has exactly one ``parameters`` cell (papermill needs it)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = parameters_cells(nb)
+    if len(cells) != 1:
+        raise ValueError(f"{path.name} has {len(cells)} cells tagged '{PARAMETERS_TAG}'; it needs "
+                         "exactly one (papermill injects the run's parameters after it)")
+    return nb
+
+
+def check_parameter_names(parameters: dict[str, Any]) -> None:
+    """Unknown names would be injected and silently ignored: refuse them, listing valid ones."""
+    unknown = sorted(set(parameters) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown notebook parameter(s) {', '.join(unknown)}; valid parameters: "
+                         f"{', '.join(DEFAULTS)}")
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Make sure a ``name`` kernelspec exists for this interpreter; install it if missing.
+
+    ``python -m ipykernel install --sys-prefix`` puts the spec inside the virtual environment;
+    jupyter_client starts a spec whose command is ``python`` with the current interpreter.
+    """
+    try:
+        import ipykernel  # noqa: F401
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    except ImportError as err:
+        raise RuntimeError(f"{err.name} is missing: install the notebook extras with "
+                           "`pip install -e \".[notebooks]\"`") from err
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", name],
+                       check=True, capture_output=True)
+    return name
+
+
+@contextlib.contextmanager
+def kernel_environment(preset: str, output_dir: Path) -> Iterator[None]:
+    """Set the headless/preset/output variables for kernels started inside, restore after."""
+    wanted = {HEADLESS_ENV: "1", PRESET_ENV: preset, OUTPUT_ENV: str(output_dir)}
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        text = line.strip()
+        if text and not text.startswith(MARKER_PREFIXES):
+            return text
+    return "<empty cell>"
+
+
+def _unfinished_cell_source(executed: Path) -> str:
+    """Source of the cell papermill marked as running or failed in a partly executed notebook."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(executed), as_version=4)
+    except (OSError, ValueError):
+        return ""
+    for cell in nb.cells:
+        status = cell.get("metadata", {}).get("papermill", {}).get("status")
+        if status in ("running", "failed"):
+            return cell.source
+    return ""
+
+
+def locate_failure(source_nb, name: str, err) -> CellFailure:
+    """A :class:`CellFailure` from papermill's error, with the cell's index in ``source_nb``."""
+    source = getattr(err, "source", "") or ""
+    index = next((i for i, c in enumerate(source_nb.cells)
+                  if c.cell_type == "code" and c.source == source), -1)
+    evalue = str(getattr(err, "evalue", err)).strip().splitlines()
+    return CellFailure(name, index, _first_line(source), getattr(err, "ename", type(err).__name__),
+                       " ".join(evalue)[:500])
+
+
+def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], cwd: Path,
+                 kernel_name: str = KERNEL_NAME, timeout: float | None = None,
+                 progress: bool = False) -> NotebookResult:
+    """Execute one notebook with papermill into ``dst``; never raises for a failing cell."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source_nb = check_notebook(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    failure = None
+    try:
+        papermill.execute_notebook(str(src), str(dst), parameters=parameters,
+                                   kernel_name=kernel_name, cwd=str(cwd), progress_bar=progress,
+                                   execution_timeout=timeout, log_output=False)
+    except PapermillExecutionError as err:
+        failure = locate_failure(source_nb, src.name, err)
+    except Exception as err:  # timeout, dead kernel: name the cell that was running
+        source = _unfinished_cell_source(dst)
+        failure = CellFailure(src.name, -1, _first_line(source), type(err).__name__,
+                              " ".join(str(err).split())[:500])
+        if source:
+            failure.cell_index = next((i for i, c in enumerate(source_nb.cells)
+                                       if c.cell_type == "code" and c.source == source), -1)
+    return NotebookResult(src.name, dst, time.perf_counter() - start, failure)
+
+
+def run_all(notebooks_dir: Path, out: Path, preset: str = "quick",
+            parameters: dict[str, Any] | None = None, only: Sequence[str] | None = None,
+            fail_fast: bool = False, timeout: float | None = None, progress: bool = False,
+            log: Callable[[str], None] = print) -> RunResult:
+    """Run the numbered notebooks headlessly and write the report (see the module docstring).
+
+    Raises:
+        ValueError: unknown preset or parameter name, or a notebook without exactly one
+            parameters cell.
+        FileNotFoundError: no notebooks.
+    """
+    from .report import write_report
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    params = dict(parameters or {})
+    check_parameter_names(params)
+    notebooks = discover_notebooks(Path(notebooks_dir), only)
+    for path in notebooks:
+        check_notebook(path)
+    out = Path(out).resolve()
+    artifacts = out / ARTIFACTS_DIR
+    artifacts.mkdir(parents=True, exist_ok=True)
+    params.update(preset=preset, output_dir=str(artifacts))
+    kernel = ensure_kernel()
+    run = RunResult(preset, out, params, started=time.strftime("%Y-%m-%d %H:%M:%S"))
+    with kernel_environment(preset, artifacts):
+        for path in notebooks:
+            log(f"running {path.name} ({preset}) ...")
+            result = run_notebook(path, out / EXECUTED_DIR / path.name, params,
+                                  Path(notebooks_dir).resolve(), kernel, timeout, progress)
+            run.results.append(result)
+            log(f"  {'ok' if result.ok else 'FAILED'} in {result.seconds:.1f} s" +
+                ("" if result.ok else f": {result.failure.describe()}"))
+            if fail_fast and not result.ok:
+                break
+    (out / TIMINGS_FILE).write_text(json.dumps(
+        [{"notebook": r.name, "seconds": round(r.seconds, 2), "ok": r.ok,
+          "failure": r.failure.describe() if r.failure else None} for r in run.results], indent=2))
+    write_report(run)
+    return run
+
+
+__all__ = ["CellFailure", "NotebookResult", "RunResult", "check_notebook", "check_parameter_names",
+           "default_notebooks_dir", "discover_notebooks", "ensure_kernel", "locate_failure",
+           "run_all", "run_notebook"]

@@ -1,0 +1,345 @@
+"""The training state for exact resume: one atomic ``state.pt`` (DESIGN.md section 8).
+
+``state.pt`` holds everything that changes while training, so that a resumed run continues as
+if it had never stopped:
+
+- ``model``: every weight and buffer that can change (the frozen backbone is left out: it is
+  rebuilt from the config and never moves); TROA's ``omega`` and update counter are buffers,
+  so they are in here, and TROA's history is stored next to them (``troa_history``);
+- ``optimizer`` and ``scheduler`` state dicts (Adam moments, step counts, current lr);
+- ``rng``: the torch (CPU and CUDA), numpy and python generator states, as tensors. The data
+  order needs no generator state: each epoch's permutation is a function of (seed, epoch)
+  (:mod:`vtagml_core.train.schedule`);
+- counters (``epoch``, ``batch_in_epoch``, ``global_step``), the best validation score so
+  far, the reference metrics of the selection rule and the per-epoch history, as plain
+  numbers, strings, lists and dicts.
+
+The model weights are stored here although ``last/`` holds them too: ``state.pt`` is written in
+one atomic rename, so it can never pair the weights of one step with the optimizer state of
+another, whatever moment a run is killed at.
+
+Files are written to a temporary name in the same folder and renamed (``os.replace``), so a
+crash never leaves a half-written file under the final name. They are read with
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers
+(no pickled code). A file that cannot be read raises :class:`CheckpointError` naming it and
+saying what to do; the trainer never deletes or overwrites such a file by itself
+(:func:`open_run_folder` checks a run folder before anything is trained).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+#: File name of the training state inside a run folder.
+STATE_FILE: str = "state.pt"
+#: Sub-folders of a run with the last and the best model (safetensors + JSON config).
+LAST_DIR, BEST_DIR = "last", "best"
+#: The run's resolved config and its final results.
+RUN_CONFIG_FILE, RESULTS_FILE = "config.json", "results.json"
+#: Format version written into every state; a different version is refused on resume.
+STATE_VERSION: int = 1
+#: Files every saved model folder must have (see :mod:`vtagml_core.model.checkpoint`).
+MODEL_FOLDER_FILES: tuple[str, ...] = (CONFIG_FILE, WEIGHTS_FILE)
+#: Key prefixes of the frozen backbone in a model's state dict (left out of ``state.pt``).
+FROZEN_PREFIX: str = "backbone."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, truncated or does not fit the run."""
+
+
+def _advice(path: Path) -> str:
+    return (f"delete {path} (and resume from an earlier copy if you have one), or start the run "
+            "again without --resume in a new output folder")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj)`` to a temporary file next to ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_training_state(path: str | Path) -> dict:
+    """Read a ``state.pt`` written by :func:`atomic_torch_save` (``weights_only=True``).
+
+    Raises:
+        CheckpointError: missing, unreadable (corrupt/truncated), not a training state, or of
+            another format version; the message names the file and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: there is no training state to resume; start "
+                              "the run without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated/corrupt zip files
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); "
+                              f"it was not loaded. {_advice(path)}") from err
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        found = state.get("version") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a training state of format version {STATE_VERSION} "
+                              f"(found {found!r}). {_advice(path)}")
+    return state
+
+
+def check_model_folder(folder: str | Path) -> None:
+    """Refuse a model folder whose ``config.json`` or ``model.safetensors`` cannot be read.
+
+    Reads every tensor, so a truncated safetensors file is caught here, before a run that would
+    later overwrite the folder starts.
+    """
+    folder = Path(folder)
+    for name in MODEL_FOLDER_FILES:
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder / name} is missing; the model folder is incomplete. "
+                                  f"{_advice(folder)}")
+    config = folder / MODEL_FOLDER_FILES[0]
+    try:
+        json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config} is corrupt or truncated ({err}). {_advice(config)}") from err
+    weights = folder / MODEL_FOLDER_FILES[1]
+    try:
+        load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{weights} is corrupt or truncated ({err}). {_advice(weights)}") from err
+
+
+# --------------------------------------------------------------------------- run folders
+
+#: Config fields that may change between a run and its resume (they do not change the numbers).
+RESUME_MAY_DIFFER: frozenset[str] = frozenset(
+    {"train.progress", "train.save_every_steps", "train.feature_batch_size", "data.num_workers",
+     "data.cache_root"})
+
+
+def refuse_existing_run(out_dir: Path, names: tuple[str, ...]) -> None:
+    """Raise CheckpointError if ``out_dir`` holds any of ``names`` (a run's checkpoints)."""
+    existing = [str(out_dir / n) for n in names if (out_dir / n).exists()]
+    if existing:
+        raise CheckpointError(
+            f"{out_dir} already holds a training run ({', '.join(existing)}); continue it with "
+            "--resume (resume=True), or choose another output folder: the kit never overwrites "
+            "a run's checkpoints")
+
+
+def config_differences(saved: Any, current: Any, where: str = "") -> list[str]:
+    """``"key: saved vs now"`` for every differing leaf, except :data:`RESUME_MAY_DIFFER`."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current)):
+            sub = f"{where}.{key}" if where else key
+            out += config_differences(saved.get(key), current.get(key), sub)
+        return out
+    short = where.removeprefix("config.")
+    if saved != current and short not in RESUME_MAY_DIFFER:
+        return [f"{short}: saved {saved!r} vs now {current!r}"]
+    return []
+
+
+def check_same_run_config(path: Path, current: dict) -> None:
+    """Resume only the run that ``path`` (its config.json) describes; else CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: {path.parent} holds no run to resume; start it "
+                              "without --resume")
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupt ({err}). {_advice(path)}") from err
+    diffs = config_differences(saved, json.loads(json.dumps(current)))
+    if diffs:
+        raise CheckpointError(
+            f"{path.parent} was trained with another config, so it cannot resume exactly: "
+            + "; ".join(diffs[:8]) + ". Resume with the same --config/--set options as the "
+            "original run, or start a new run in another folder")
+
+
+def open_run_folder(out_dir: Path, run_config: dict, resume: bool, is_main: bool) -> dict | None:
+    """Claim ``out_dir`` for a new run, or check it and read its state for a resumed one.
+
+    New run: refuse a folder that already holds checkpoints, then (rank 0) write
+    ``config.json``; returns None. Resume: the saved ``config.json`` must match
+    ``run_config`` (:func:`check_same_run_config`), ``state.pt`` and the model folders must be
+    readable; returns the state. Nothing is ever deleted or overwritten here.
+    """
+    if not resume:
+        if is_main:
+            refuse_existing_run(out_dir, (STATE_FILE, LAST_DIR, BEST_DIR, RESULTS_FILE))
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / RUN_CONFIG_FILE, json.dumps(run_config, indent=2) + "\n")
+        return None
+    check_same_run_config(out_dir / RUN_CONFIG_FILE, run_config)
+    state = load_training_state(out_dir / STATE_FILE)
+    check_model_folder(out_dir / LAST_DIR)
+    if (out_dir / BEST_DIR).exists():
+        check_model_folder(out_dir / BEST_DIR)
+    return state
+
+
+# --------------------------------------------------------------------------- model entries
+
+
+def backbone_frozen(model: nn.Module) -> bool:
+    """Whether ``model.backbone`` never trains (its ``frozen`` flag, else no parameter needs grad)."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        return False
+    flag = getattr(backbone, "frozen", None)
+    if flag is not None:
+        return bool(flag)
+    return not any(p.requires_grad for p in backbone.parameters())
+
+
+def mutable_model_state(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state dict without the frozen backbone (CPU copies)."""
+    skip = FROZEN_PREFIX if backbone_frozen(model) else None
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+            if skip is None or not k.startswith(skip)}
+
+
+def load_mutable_model_state(model: nn.Module, tensors: dict[str, Tensor], source: Path) -> None:
+    """Inverse of :func:`mutable_model_state`; anything else missing or extra is an error."""
+    result = model.load_state_dict(tensors, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(FROZEN_PREFIX)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{source} does not fit this model (missing {missing[:8]}, unexpected "
+            f"{list(result.unexpected_keys)[:8]}): it was made by another model config. "
+            f"{_advice(source)}")
+
+
+# --------------------------------------------------------------------------- random generators
+
+
+def capture_rng_state() -> dict[str, Tensor]:
+    """Every global random generator's state as tensors (``weights_only``-loadable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    if kind != "MT19937":
+        raise RuntimeError(f"unexpected numpy generator {kind!r}; only MT19937 is saved")
+    version, internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_meta": torch.tensor([pos, has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor(gauss, dtype=torch.float64),
+        "python": torch.tensor([version, *internal], dtype=torch.int64),
+        "python_gauss": torch.tensor([float("nan") if py_gauss is None else py_gauss],
+                                     dtype=torch.float64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: dict[str, Tensor]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss = (int(v) for v in state["numpy_meta"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), pos,
+                         has_gauss, float(state["numpy_gauss"])))
+    py = state["python"].tolist()
+    gauss = float(state["python_gauss"][0])
+    random.setstate((py[0], tuple(py[1:]), None if np.isnan(gauss) else gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        saved = list(state["cuda"])
+        if len(saved) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(saved)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python's ``random`` with ``seed``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+# --------------------------------------------------------------------------- the trainer's state
+
+
+def troa_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """``{module path: TROA}`` inside ``model`` (their histories are not buffers: saved apart)."""
+    from vtagml_core.model.troa import TROA
+
+    return {path: m for path, m in model.named_modules() if isinstance(m, TROA)}
+
+
+def collect_state(trainer: Any) -> dict:
+    """Everything :class:`vtagml_core.train.trainer.Trainer` needs to resume exactly."""
+    model = trainer.model
+    histories = {}
+    for path, troa in troa_modules(model).items():
+        steps, mats = troa.history_tensor()
+        histories[path] = {"steps": steps, "mats": mats}
+    return {
+        "version": STATE_VERSION,
+        "model": mutable_model_state(model),
+        "troa_history": histories,
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "rng": capture_rng_state(),
+        "counters": {"epoch": trainer.epoch, "batch_in_epoch": trainer.batch_in_epoch,
+                     "global_step": trainer.global_step, "best_epoch": trainer.best_epoch,
+                     "world_size": trainer.ctx.world_size},
+        "floats": {"best_score": trainer.best_score,
+                   "epoch_seconds_so_far": trainer.epoch_seconds_so_far,
+                   "epoch_loss_sum": trainer.epoch_loss_sum},
+        "json": json.dumps({"reference": trainer.reference, "history": trainer.history}),
+    }
+
+
+def apply_state(trainer: Any, state: dict, source: Path) -> None:
+    """Inverse of :func:`collect_state` (the random generators are restored by ``fit``)."""
+    counters = state["counters"]
+    if counters["world_size"] != trainer.ctx.world_size:
+        raise CheckpointError(
+            f"{source} was saved by a run of {counters['world_size']} process(es), this one has "
+            f"{trainer.ctx.world_size}: resume with the same number of processes (the data order "
+            "and global batch depend on it)")
+    load_mutable_model_state(trainer.model, state["model"], source)
+    troas = troa_modules(trainer.model)
+    for path, hist in state["troa_history"].items():
+        if path in troas and hist["steps"].numel():
+            troas[path].load_history(hist["steps"], hist["mats"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.epoch, trainer.batch_in_epoch = counters["epoch"], counters["batch_in_epoch"]
+    trainer.global_step, trainer.best_epoch = counters["global_step"], counters["best_epoch"]
+    floats = state["floats"]
+    trainer.best_score = floats["best_score"]
+    trainer.epoch_seconds_so_far = floats["epoch_seconds_so_far"]
+    trainer.epoch_loss_sum = floats["epoch_loss_sum"]
+    extra = json.loads(state["json"])
+    trainer.reference, trainer.history = extra["reference"], extra["history"]
+    trainer._rng_to_restore = state["rng"]

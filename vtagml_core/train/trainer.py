@@ -1,0 +1,495 @@
+"""The trainer: epochs of training steps, validation, checkpoints and exact resume.
+
+One object runs a whole training (DESIGN.md section 3, "Training": Adam on the adapters,
+decoders and heads, warm-up then cosine learning rate; section 8: atomic safetensors/JSON
+files, JSON-lines metrics, ``torchrun`` for several GPUs, bf16 autocast on CUDA)::
+
+    result = Trainer(load_kit_config(preset="quick"), Path("runs/train/demo")).fit()
+    result.best_metrics["seg"]["mIoU"]
+
+Every step follows the order :mod:`vtagml_core.train.step` documents: forward (per-task
+gradients tracked for TROA) -> losses -> stop if any is NaN/inf -> backward -> TROA update of
+omega -> optimizer step -> scheduler step. After every epoch the model is evaluated on the
+validation split and checkpointed. Files in ``out_dir``:
+
+=================  ====================================================================
+``config.json``    the resolved :class:`~vtagml_core.experiment.KitConfig`, method, loss tasks
+``log.jsonl``      one record per step and per epoch (:mod:`vtagml_core.train.logging`)
+``last/``          model after the latest checkpoint (safetensors + JSON config)
+``best/``          model of the best validation epoch (rule: :func:`selection_score`)
+``state.pt``       everything needed to resume exactly (:mod:`vtagml_core.train.state`)
+``results.json``   best/last metrics, training seconds per epoch, parameter report
+=================  ====================================================================
+
+**Resume.** With ``resume=True`` the trainer reloads ``state.pt`` (weights, Adam moments, lr
+schedule, random generators, counters, TROA's omega and history), rebuilds the current
+epoch's data order from ``(seed, epoch)`` and skips the batches already done, so a run killed
+at any moment finishes with exactly the numbers of an uninterrupted run on CPU. A state is
+saved every ``train.save_every_steps`` steps and at every epoch end.
+
+**Subsets of tasks in the loss** (zero-shot task transfer, paper Sec. 4.2, Table 3): ``loss_tasks``
+names the labelled tasks; the model keeps all its heads, only those tasks enter the loss.
+TROA's update compares every task's gradient with every other's, so it needs all tasks'
+gradients: with only some tasks in the loss the TROA update is skipped (omega keeps what it
+learned before, e.g. on the source domain) and the per-task streams are not tracked.
+
+**Extension points.** Subclasses (the UDA setting adds adversarial terms) override
+:meth:`Trainer.training_step` or :meth:`Trainer.compute_losses`. Methods with their own loss
+terms define ``extra_losses(outputs, batch) -> {name: tensor}`` (added to the total) and/or
+``weight_losses(per_task) -> total`` (replaces the lambda-weighted sum), as in
+:mod:`vtagml_core.baselines.common`.
+
+**Loss balancing** (``train.balancer``, :mod:`vtagml_core.train.balancing`): a loss-weighting
+balancer (uncertainty, DWA) turns the lambda-weighted task losses into the total; a
+gradient-based one (GradNorm, PCGrad, CAGrad) replaces ``total.backward()`` by one backward per
+task and its own combination of the shared parameters' gradients. Either way the per-task
+adapter leaves end with the same gradients as under ``total.backward()``, so TROA's update
+that follows is unchanged (:mod:`vtagml_core.train.balancing.base`). A method with its own
+``weight_losses`` (MTFormer) only runs with ``equal``; gradient-based balancers run in one
+process (each task's backward would need its own all-reduce under DDP).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from vtagml_core.config import to_dict
+from vtagml_core.eval.metrics import METRIC_DIRECTIONS, PRIMARY_METRICS, MultiTaskMetrics
+from vtagml_core.experiment import KitConfig
+from vtagml_core.model.checkpoint import load_model, save_model
+from vtagml_core.tasks import parse_tasks
+
+from .balancing import Balancer, build_balancer
+from .distributed import (average_over_ranks, barrier, init_distributed, reduce_metrics, shutdown,
+                          troa_update, wrap_model)
+from .feature_cache import CachedFeatureDataset, features_from_batch
+from .logging import LOG_FILE, JsonlLogger, truncate_log, write_json
+from .losses import MultiTaskLoss, check_finite, class_pixel_counts, class_weights_from_frequencies
+from .schedule import EpochBatchSampler, ShardSampler, build_scheduler, epoch_seed, steps_per_epoch
+from .state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE, STATE_FILE, apply_state,
+                    atomic_torch_save, backbone_frozen, collect_state, open_run_folder,
+                    restore_rng_state, seed_everything)
+from .step import move_batch
+
+__all__ = ["BEST_DIR", "LAST_DIR", "RESULTS_FILE", "RUN_CONFIG_FILE", "STATE_FILE", "FitResult",
+           "Trainer", "selection_score"]
+
+#: Key of the balancer's weights and running statistics inside ``state.pt``.
+BALANCER_STATE_KEY: str = "balancer"
+
+#: Relative changes in :func:`selection_score` are divided by at least this (a reference
+#: metric of exactly 0, e.g. an odsF of 0 after the first epoch, would divide by zero).
+SCORE_MIN_REFERENCE: float = 1e-6
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes:
+        model: the trained model (weights of the last step, not wrapped in DDP).
+        best_metrics, last_metrics: validation metrics ``{task: {metric: value}}`` of the best
+            and of the last epoch.
+        out_dir: the run folder.
+        history: one dict per epoch (the ``"epoch"`` records of ``log.jsonl``).
+    """
+
+    model: nn.Module
+    best_metrics: dict[str, dict[str, float]]
+    last_metrics: dict[str, dict[str, float]]
+    out_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def selection_score(metrics: dict[str, dict[str, float]],
+                    reference: dict[str, dict[str, float]]) -> float:
+    """Which epoch is "best": mean over tasks of the signed relative change of the primary metric.
+
+    ``score = (1/T) sum_t s_t (M_t - R_t) / max(|R_t|, eps)`` with M_t the task's
+    :data:`~vtagml_core.eval.metrics.PRIMARY_METRICS` value (mIoU, depth RMSE, normals mean
+    error, odsF), R_t the same metric at the run's first validation, s_t = +1 where higher is
+    better and -1 where lower is better. It is delta_m's rule (:mod:`vtagml_core.eval.delta_m`)
+    with the first validation standing in for the single-task model: scale-free, so a task
+    measured in degrees does not outweigh one measured in [0, 1]. Higher is better; the first
+    validation scores 0.
+    """
+    terms = []
+    for task, values in metrics.items():
+        name = PRIMARY_METRICS[task]
+        sign = -1.0 if METRIC_DIRECTIONS[name] else 1.0
+        ref = reference[task][name]
+        terms.append(sign * (values[name] - ref) / max(abs(ref), SCORE_MIN_REFERENCE))
+    return sum(terms) / len(terms)
+
+
+class Trainer:
+    """Train one method on one training set, validating and checkpointing every epoch.
+
+    Args:
+        cfg: the kit config (data, model, train).
+        out_dir: run folder (created; see the module docstring for its files).
+        method: a name of :data:`vtagml_core.baselines.registry.METHODS`.
+        train_set, val_set: datasets following the kit's data contract; default: the
+            ``train``/``val`` splits of ``cfg.data.domain`` from the synthetic benchmark.
+        loss_tasks: tasks whose labels enter the loss (default: all the model's tasks).
+        init_from: a saved model folder to start from (e.g. the source-domain model).
+        resume: continue the run saved in ``out_dir`` (see the module docstring).
+
+    Raises:
+        CheckpointError: resuming from a corrupt/truncated/missing checkpoint, or starting a
+            new run in a folder that already holds one (both name the file and what to do).
+    """
+
+    def __init__(self, cfg: KitConfig, out_dir: str | Path, method: str = "vtagml",
+                 train_set: Dataset | None = None, val_set: Dataset | None = None,
+                 loss_tasks: str | Iterable[str] | None = None, init_from: str | Path | None = None,
+                 resume: bool = False) -> None:
+        from vtagml_core.baselines.registry import build_model
+
+        self.cfg = cfg.validate()
+        self.out_dir, self.method = Path(out_dir), method
+        self.ctx = init_distributed(cfg.train.device)
+        self.device = self.ctx.device
+        seed_everything(cfg.train.seed)
+        if init_from is not None:
+            model = load_model(init_from, config=cfg.model, method=method)
+        else:
+            model = build_model(method, cfg.model)
+        self.model = model.to(self.device)
+        self.tasks: tuple[str, ...] = tuple(model.tasks)
+        self.loss_tasks = parse_tasks(loss_tasks) if loss_tasks is not None else self.tasks
+        if not set(self.loss_tasks) <= set(self.tasks):
+            raise ValueError(f"loss_tasks {self.loss_tasks} must be among the model's tasks {self.tasks}")
+        all_tasks = set(self.loss_tasks) == set(self.tasks)
+        self.track_troa = bool(model.tracks_task_grads) and all_tasks
+        # Fails fast, before any data is rendered or cached; never deletes or overwrites anything.
+        state = open_run_folder(self.out_dir, self._run_config(), resume, self.ctx.is_main)
+        if self.ctx.is_main and not resume:
+            (self.out_dir / LOG_FILE).write_text("")  # only a run without checkpoints had one
+        self.train_set, self.val_set = self._datasets(train_set, val_set)
+        self.eval_tasks = tuple(t for t in self.tasks if t in getattr(self.val_set, "tasks", self.tasks))
+        self.loss_fn = self._build_loss().to(self.device)
+        self.balancer = self._build_balancer().to(self.device)
+        self.use_feature_cache = self._feature_cache_allowed()
+        self.train_data, self.val_data = self._cached(self.train_set), self._cached(self.val_set)
+        tc = cfg.train
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        # Learned loss weights (uncertainty's s_t) train with the model, by the same Adam.
+        self.optimizer = torch.optim.Adam([*self.trainable, *self.balancer.parameters()], lr=tc.lr)
+        self.steps_per_epoch = steps_per_epoch(len(self.train_set), cfg.data.batch_size,
+                                               self.ctx.world_size)
+        full = tc.epochs * self.steps_per_epoch
+        self.total_steps = min(full, tc.max_steps) if tc.max_steps else full
+        self.scheduler = build_scheduler(self.optimizer, tc.warmup_steps, self.total_steps,
+                                         tc.min_lr_ratio)
+        self.ddp_model = wrap_model(model, self.ctx, find_unused_parameters=not all_tasks)
+        self.logger = JsonlLogger(self.out_dir / LOG_FILE, enabled=self.ctx.is_main)
+        # Counters (restored on resume): epochs fully done, batches done in the current epoch.
+        self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+        self.epoch_seconds_so_far, self.epoch_loss_sum = 0.0, 0.0
+        self.best_score, self.best_epoch = -math.inf, 0
+        self.reference: dict | None = None
+        self.history: list[dict[str, Any]] = []
+        self._rng_to_restore: dict | None = None
+        if state is not None:
+            apply_state(self, state, self.out_dir / STATE_FILE)
+            if BALANCER_STATE_KEY in state:
+                self.balancer.load_state_dict(state[BALANCER_STATE_KEY])
+            if self.ctx.is_main:
+                truncate_log(self.out_dir / LOG_FILE, self.global_step, self.epoch)
+        barrier(self.ctx)
+
+    # ------------------------------------------------------------------ setup
+    def _datasets(self, train_set: Dataset | None, val_set: Dataset | None) -> tuple[Dataset, Dataset]:
+        """The given datasets, or the synthetic splits (rank 0 renders first, the others wait)."""
+        if train_set is not None and val_set is not None:
+            return train_set, val_set
+        from vtagml_core.data.dataset import SyntheticDataset
+
+        d = self.cfg.data
+        kw = dict(size=d.size, seed=d.seed, root=Path(d.cache_root) if d.cache_root else None,
+                  progress=self.ctx.is_main and self.cfg.train.progress)
+        if not self.ctx.is_main:
+            barrier(self.ctx)
+        train = (SyntheticDataset(d.domain, "train", self.loss_tasks, d.train_count, **kw)
+                 if train_set is None else train_set)
+        val = SyntheticDataset(d.domain, "val", self.tasks, d.val_count, **kw) if val_set is None else val_set
+        if self.ctx.is_main:
+            barrier(self.ctx)
+        return train, val
+
+    def _build_loss(self) -> MultiTaskLoss:
+        """lambda-weighted sum over ``loss_tasks``; seg CE weighted by train-split frequencies."""
+        tc, weights = self.cfg.train, None
+        if "seg" in self.loss_tasks and tc.class_weight_power > 0:
+            counts = torch.zeros(self.model.num_classes, dtype=torch.long)
+            for batch in DataLoader(self.train_set, batch_size=64, generator=torch.Generator()):
+                counts += class_pixel_counts(batch["seg"], self.model.num_classes)
+            weights = class_weights_from_frequencies(counts, tc.class_weight_power)
+        lambdas = {t: w for t, w in tc.task_weights.items() if t in self.loss_tasks}
+        return MultiTaskLoss(self.loss_tasks, lambdas or None, tc.depth_loss, tc.edge_loss, weights)
+
+    def _build_balancer(self) -> Balancer:
+        """``train.balancer`` over ``loss_tasks`` (see the module docstring for what it may not do)."""
+        tc = self.cfg.train
+        balancer = build_balancer(tc.balancer, self.loss_tasks, **dict(tc.balancer_options))
+        if tc.balancer != "equal" and hasattr(self.model, "weight_losses"):
+            raise ValueError(
+                f"method {self.method!r} learns its own loss weights (weight_losses); it cannot also "
+                f"use train.balancer={tc.balancer!r}: set train.balancer=equal for this method")
+        if balancer.gradient_based and self.ctx.distributed:
+            raise ValueError(
+                f"train.balancer={tc.balancer!r} needs each task's gradient, which this kit only "
+                "computes in a single process: run without torchrun, or use equal/uncertainty/dwa")
+        return balancer
+
+    def weighted_task_losses(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``{task: lambda_t * L_t}`` over ``loss_tasks`` (what the balancer balances)."""
+        return {t: self.loss_fn.weights[t] * losses[t] for t in self.loss_tasks}
+
+    def _feature_cache_allowed(self) -> bool:
+        frozen = backbone_frozen(self.model)
+        augments = any(getattr(ds, "augments_images", False) for ds in (self.train_set, self.val_set))
+        return bool(self.cfg.train.feature_cache and frozen and not augments)
+
+    def _cached(self, dataset: Dataset) -> Dataset:
+        if not self.use_feature_cache:
+            return dataset
+        return CachedFeatureDataset(dataset, self.model.backbone, self.device,
+                                    self.cfg.train.feature_batch_size,
+                                    progress=self.ctx.is_main and self.cfg.train.progress)
+
+    def features(self, batch: dict):
+        """Precomputed backbone features of a batch (``BackboneOutput``, on the device) or None."""
+        return features_from_batch(batch, self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA (``train.amp``), nothing on CPU (fp32)."""
+        if self.device.type == "cuda" and self.cfg.train.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_loader(self, epoch: int, start_batch: int = 0) -> DataLoader:
+        """Epoch ``epoch``'s batches for this process, from batch ``start_batch`` on."""
+        sampler = EpochBatchSampler(len(self.train_data), self.cfg.data.batch_size,
+                                    self.cfg.train.seed, epoch, self.ctx.rank,
+                                    self.ctx.world_size, start_batch)
+        gen = torch.Generator().manual_seed(epoch_seed(self.cfg.train.seed, epoch))
+        return DataLoader(self.train_data, batch_sampler=sampler, generator=gen,
+                          num_workers=self.cfg.data.num_workers)
+
+    def val_loader(self, dataset: Dataset | None = None) -> DataLoader:
+        """Evaluation batches of ``dataset`` (default: the validation set), sharded over ranks."""
+        ds = self.val_data if dataset is None else dataset
+        return DataLoader(ds, batch_size=self.cfg.data.batch_size, generator=torch.Generator(),
+                          sampler=ShardSampler(len(ds), self.ctx.rank, self.ctx.world_size),
+                          num_workers=self.cfg.data.num_workers)
+
+    # ------------------------------------------------------------------ one step
+    def compute_losses(self, outputs: dict[str, Tensor], batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(total, {name: loss})``: the task losses, plus the method's own terms if it has any."""
+        total, per_task = self.loss_fn(outputs, batch)
+        if hasattr(self.model, "weight_losses"):
+            total = self.model.weight_losses(per_task)
+        elif self.cfg.train.balancer != "equal":
+            total = self.balancer.combine(self.weighted_task_losses(per_task))
+        losses = dict(per_task)
+        if hasattr(self.model, "extra_losses"):
+            for name, value in self.model.extra_losses(outputs, batch).items():
+                total, losses[name] = total + value, value
+        return total, losses
+
+    def training_step(self, batch: dict) -> dict[str, Any]:
+        """Forward, losses, NaN/inf guard, backward, TROA update, optimizer step.
+
+        Returns ``{"loss": float, "losses": {name: float}, "similarity": (N, N) or None}``,
+        losses averaged over processes.
+
+        Raises:
+            FloatingPointError: a loss is NaN/inf (names it) before any weight changed.
+        """
+        batch = move_batch(batch, self.device)
+        with self.autocast():
+            outputs = self.ddp_model(batch["image"], features=self.features(batch),
+                                     track_task_grads=self.track_troa)
+            total, losses = self.compute_losses(outputs, batch)
+        names = ["total", *losses]
+        mean = average_over_ranks(torch.stack([total.detach().float(),
+                                               *(v.detach().float() for v in losses.values())]), self.ctx)
+        check_finite(dict(zip(names, mean)))  # same values on every rank: all stop together
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.balancer.gradient_based:
+            extras = [v for k, v in losses.items() if k not in self.loss_tasks]
+            self.balancer.backward(self.weighted_task_losses(losses), self.trainable,
+                                   extra=sum(extras) if extras else None)
+        else:
+            total.backward()
+        sim = troa_update(self.model, self.ctx) if self.track_troa else None
+        self.optimizer.step()
+        values = mean.tolist()
+        return {"loss": values[0], "losses": dict(zip(names[1:], values[1:])),
+                "similarity": None if sim is None else sim.detach().cpu()}
+
+    def _guarded_step(self, batch: dict) -> dict[str, Any]:
+        try:
+            return self.training_step(batch)
+        except torch.cuda.OutOfMemoryError as err:
+            raise torch.cuda.OutOfMemoryError(self._oom_message("a training step")) from err
+
+    def _oom_message(self, where: str) -> str:
+        b = self.cfg.data.batch_size
+        return (f"out of GPU memory in {where} at batch size {b} per process "
+                f"(data.batch_size={b}); lower it, e.g. --set data.batch_size={max(1, b // 2)}, "
+                "or train at a smaller image size")
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable[dict] | None = None) -> dict[str, dict[str, float]]:
+        """``{task: {metric: value}}`` over ``loader`` (default: the validation split).
+
+        Under DDP each rank scores its shard and the metric sums are all-reduced, so every rank
+        returns the metrics of the whole split.
+        """
+        loader = self.val_loader() if loader is None else loader
+        metrics = MultiTaskMetrics(self.eval_tasks, self.model.num_classes)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in loader:
+                batch = move_batch(batch, self.device)
+                with self.autocast():
+                    outputs = self.model(batch["image"], features=self.features(batch))
+                metrics.update({t: v.float() for t, v in outputs.items()}, batch)
+        except torch.cuda.OutOfMemoryError as err:
+            raise torch.cuda.OutOfMemoryError(self._oom_message("evaluation")) from err
+        finally:
+            self.model.train(was_training)
+        reduce_metrics(metrics, self.ctx)
+        return metrics.compute()
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> FitResult:
+        """Train to ``train.epochs`` (or ``train.max_steps``), return the best and last metrics."""
+        if self._rng_to_restore is not None:
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+        show = self.ctx.is_main and self.cfg.train.progress
+        self.model.train()
+        while self.epoch < self.cfg.train.epochs and self.global_step < self.total_steps:
+            self._train_epoch(show)
+            self._end_epoch()
+        result = self._finish()
+        shutdown(self.ctx)
+        return result
+
+    def _train_epoch(self, show: bool) -> None:
+        tc, epoch = self.cfg.train, self.epoch
+        loader = self.train_loader(epoch, self.batch_in_epoch)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch, disable=not show,
+                   desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False)
+        started = time.perf_counter() - self.epoch_seconds_so_far
+        for batch in loader:
+            t0 = time.perf_counter()
+            lr = self.scheduler.get_last_lr()[0]
+            out = self._guarded_step(batch)
+            self.scheduler.step()
+            self.global_step += 1
+            self.batch_in_epoch += 1
+            self.epoch_seconds_so_far = time.perf_counter() - started
+            self.epoch_loss_sum += out["loss"]
+            self.logger.log({"kind": "step", "step": self.global_step, "epoch": epoch + 1, "lr": lr,
+                             "loss": out["loss"], "losses": out["losses"],
+                             "seconds": time.perf_counter() - t0})
+            bar.update(1)
+            bar.set_postfix(loss=f"{out['loss']:.4f}")
+            done = self.global_step >= self.total_steps
+            if done:
+                break
+            if (tc.save_every_steps and self.global_step % tc.save_every_steps == 0
+                    and self.batch_in_epoch < self.steps_per_epoch):
+                self.save_checkpoint()
+        bar.close()
+
+    def _end_epoch(self) -> None:
+        t0 = time.perf_counter()
+        val = self.evaluate()
+        if self.reference is None:
+            self.reference = val
+        score = selection_score(val, self.reference)
+        improved = score > self.best_score
+        steps_done = self.global_step - self.epoch * self.steps_per_epoch
+        record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.global_step,
+                  "train_loss": self.epoch_loss_sum / max(1, steps_done),
+                  "val": val, "score": score, "best": improved,
+                  "epoch_seconds": self.epoch_seconds_so_far,
+                  "val_seconds": time.perf_counter() - t0}
+        self.logger.log(record)
+        self.history.append(record)
+        if improved:
+            self.best_score, self.best_epoch = score, self.epoch + 1
+            self._save_model(BEST_DIR, {"score": score, "val": val})
+        self.balancer.end_epoch()
+        self.epoch += 1
+        self.batch_in_epoch, self.epoch_seconds_so_far, self.epoch_loss_sum = 0, 0.0, 0.0
+        self.save_checkpoint()
+
+    # ------------------------------------------------------------------ files
+    def _save_model(self, name: str, meta: dict | None = None) -> None:
+        if self.ctx.is_main:
+            save_model(self.model, self.out_dir / name,
+                       meta={"method": self.method, "epochs_done": self.epoch,
+                             "step": self.global_step, **(meta or {})})
+
+    def save_checkpoint(self) -> None:
+        """Write ``last/`` and then ``state.pt``, each atomically (rank 0 only).
+
+        ``state.pt`` carries the weights too (:mod:`vtagml_core.train.state`), so a kill
+        between the two writes still resumes from a consistent state.
+        """
+        if self.ctx.is_main:
+            self._save_model(LAST_DIR)
+            state = collect_state(self)
+            state[BALANCER_STATE_KEY] = self.balancer.state_dict()
+            atomic_torch_save(state, self.out_dir / STATE_FILE)
+
+    def _run_config(self) -> dict[str, Any]:
+        return {"method": self.method, "loss_tasks": list(self.loss_tasks),
+                "world_size": self.ctx.world_size, "config": to_dict(self.cfg)}
+
+    def _finish(self) -> FitResult:
+        """Write results.json (rank 0) and return the :class:`FitResult`."""
+        best = next((r for r in self.history if r["epoch"] == self.best_epoch), None)
+        last = self.history[-1] if self.history else None
+        full = [r["epoch_seconds"] for r in self.history
+                if r["step"] == r["epoch"] * self.steps_per_epoch]
+        if self.ctx.is_main:
+            write_json(self.out_dir / RESULTS_FILE, {
+                "method": self.method, "tasks": list(self.tasks), "loss_tasks": list(self.loss_tasks),
+                "where": self.describe(),
+                "best": {"epoch": self.best_epoch, "score": self.best_score,
+                         "metrics": best["val"] if best else {}},
+                "last": {"epoch": self.epoch, "metrics": last["val"] if last else {}},
+                "steps": self.global_step, "epochs": self.epoch,
+                "train_seconds": sum(r["epoch_seconds"] for r in self.history),
+                "seconds_per_epoch": sum(full) / len(full) if full else None,
+                "world_size": self.ctx.world_size, "device": str(self.device),
+                "feature_cache": self.use_feature_cache,
+                "parameters": self.model.parameter_report()})
+        return FitResult(self.model, best["val"] if best else {}, last["val"] if last else {},
+                         self.out_dir, list(self.history))
+
+    def describe(self) -> str:
+        """Where the validation numbers come from: dataset, split size, resolution, backbone."""
+        bb = self.cfg.model.backbone
+        name = getattr(self.val_set, "name", type(self.val_set).__name__)
+        return (f"{name} val split ({len(self.val_set)} images), {self.cfg.data.size}x"
+                f"{self.cfg.data.size}, backbone {bb.name}, method {self.method}")
