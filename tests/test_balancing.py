@@ -258,8 +258,11 @@ def test_trainer_step_with_every_balancer_keeps_troa_updating(name, tmp_path):
     assert out["similarity"] is not None and out["similarity"].shape == (2, 2)
     assert not torch.equal(model.omega, omega), "TROA must still update omega"
     assert all(leaf.grad is not None for leaf in model.adapter._leaves)
-    moved = sum(not torch.equal(a, p.detach()) for a, p in zip(before, trainer.trainable))
-    assert moved > 0.9 * len(before)
+    # The optimizer stepped on exactly the parameters the balancer gave a non-zero gradient
+    # (zero-initialised residual norms get none at the first step, under every balancer).
+    moved = {k for k, (a, p) in enumerate(zip(before, trainer.trainable)) if not torch.equal(a, p.detach())}
+    with_grad = {k for k, p in enumerate(trainer.trainable) if p.grad is not None and bool(p.grad.any())}
+    assert moved == with_grad and len(moved) > len(before) // 2
     if name == "uncertainty":  # its s_t train with the model
         assert not torch.equal(trainer.balancer.log_vars.detach(), torch.zeros(2))
     if name == "gradnorm":

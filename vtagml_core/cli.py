@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "settings": ("vtagml_core.commands.settings",
                  "the paper's evaluation settings: mtl, zeroshot, uda, novel, efficiency, all"),
     "tables": ("vtagml_core.commands.tables", "collect setting results into the paper's tables (md + plotly)"),
+    "compare": ("vtagml_core.commands.compare",
+                "every method in one table: metrics, delta_m, parameters, s/epoch (--balancer)"),
 }
 
 

@@ -80,9 +80,11 @@ def settings_context(P: NotebookParams, log: Callable[[str], None] | None = None
     The notebook's ``seed`` is the one training seed.
     """
     preset = P.preset.name if P.preset.name in SETTINGS_PRESETS else P.preset.kit_preset
-    return build_context(preset=preset, overrides=kit_overrides(P), seeds=[P.seed],
-                         root=settings_root(P), settings_overrides=settings_overrides(P),
-                         log=log or print)
+    ctx = build_context(preset=preset, overrides=kit_overrides(P), seeds=[P.seed],
+                        root=settings_root(P), settings_overrides=settings_overrides(P),
+                        log=log or print)
+    ctx.preset = P.preset.name  # the tables' provenance names the notebook preset (e.g. smoke)
+    return ctx
 
 
 def run_and_save(ctx: SettingContext, name: str) -> dict[str, Any]:
