@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/python -m vtagml_core reproduce --preset $(PRESET) --out $(OUT)
+	$(BIN)/python -m vtagml_core notebooks run --preset $(PRESET) --out $(OUT)
 
 # The demo's browser test drives Debian's chromium headless (tests/test_demo_browser.py).
 # Installed here when missing: as root with apt-get, else through sudo; quiet when present.

@@ -33,6 +33,17 @@ TINY = dict(img_size=SIZE, count=8, eval_count=4, steps=2, batch_size=4, warmup_
 PROBE = dict(domain="indoor", count=64, val_count=32, steps=50, seed=0)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for this file: at 64 px the gain of a second thread is small, and on a
+    shared 2-core machine two threads per process oversubscribe the cores (measured: the pretraining
+    fixture took 86 s with 2 threads vs 33 s with 1 while other jobs ran)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cache_root(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")

@@ -70,11 +70,19 @@ BACKBONES_DIR: str = "backbones"
 #: Probe defaults: Adam learning rate of the 1x1 conv and images per probe step.
 PROBE_LR: float = 1e-2
 PROBE_BATCH_SIZE: int = 16
+#: Permissions of written files before the umask (as ``open()`` would create them).
+FILE_MODE: int = 0o666
 
 
 @dataclass
 class PretrainConfig:
     """One pretraining run. The defaults (the ``quick`` preset) take about 3 minutes on 2 CPU cores.
+
+    Measured with these defaults on the 2-core dev machine (1 torch thread, machine shared with
+    other jobs): 185 s in all (159 s of training, the rest rendering 1088 scenes and evaluating);
+    held-out texture accuracy 0.19 -> 0.50 (majority class 0.33), albedo L1 0.181 -> 0.107; then a
+    300-step segmentation probe on ``indoor`` at 128 px: mIoU 0.276 (frozen random backbone) ->
+    0.359 (frozen pretrained), pixel accuracy 0.747 -> 0.812. One seed: repeat before trusting.
 
     Attributes:
         backbone, img_size: the backbone to pretrain (:class:`BackboneConfig` ``name``/``img_size``).
@@ -143,12 +151,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """``write(tmp)`` into a temporary sibling of ``path``, then rename it onto ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, FILE_MODE & ~_current_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
