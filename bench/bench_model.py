@@ -31,9 +31,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vtagml_core.model.adapter import AdapterConfig
-from vtagml_core.model.backbone import BackboneConfig
-from vtagml_core.model.vtagml import ModelConfig, VTAGML
+from vtagml_core.experiment import load_kit_config
+from vtagml_core.model.vtagml import VTAGML
 from vtagml_core.tasks import IGNORE_INDEX
 from vtagml_core.train.losses import MultiTaskLoss, check_finite
 
@@ -59,11 +58,12 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 10, 90
 
 
 def build_model(troa: bool) -> VTAGML:
-    """The tiny configuration; the same seed gives the same weights with TROA on or off."""
+    """The quick preset's model (configs/tiny-cpu.yaml); the same seed gives the same weights
+    with TROA on or off."""
     torch.manual_seed(SEED)
-    return VTAGML(ModelConfig(tasks=TASKS, num_classes=NUM_CLASSES,
-                              backbone=BackboneConfig(img_size=IMG_SIZE),
-                              adapter=AdapterConfig(troa=troa)))
+    cfg = load_kit_config(preset="quick").model
+    cfg.tasks, cfg.num_classes, cfg.adapter.troa = TASKS, NUM_CLASSES, troa
+    return VTAGML(cfg)
 
 
 def random_batch(batch: int, tasks: tuple[str, ...]) -> dict:
