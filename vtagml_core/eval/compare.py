@@ -33,7 +33,7 @@ from vtagml_core.eval.delta_m import delta_m
 from vtagml_core.eval.settings.common import RESULTS_SUBDIR, RunRecord, RunSpec, summarize
 from vtagml_core.eval.settings.context import SettingContext, column, row, setting_document
 from vtagml_core.eval.settings.mtl import METHOD_LABELS, primary_cells, task_columns
-from vtagml_core.eval.tables import best_rows, markdown_table, measured_rows, where_line
+from vtagml_core.eval.tables import measured_section
 from vtagml_core.model.params import TOTAL_ROW
 from vtagml_core.tasks import parse_tasks
 
@@ -173,22 +173,7 @@ def run_compare(ctx: SettingContext, tasks: str = DEFAULT_TASKS, methods: list[s
 
 def compare_markdown(doc: dict[str, Any]) -> str:
     """The comparison as markdown: table (best method bold per column), notes, timings."""
-    header, body = measured_rows(doc)
-    best = best_rows(doc)
-    keys = [c["key"] for c in doc["columns"]]
-    for i, (r, cells) in enumerate(zip(doc["rows"], body)):
-        for j, key in enumerate(keys, start=1):
-            if best.get(key) == i:
-                cells[j] = f"**{cells[j]}**"
-        if r["kind"] != "method":
-            cells[0] = f"*{cells[0]}*"
-    runs = doc.get("runs", [])
-    trained = sum(1 for r in runs if not r["reused"])
-    lines = [f"### {doc['title']}", "", where_line(doc), "", markdown_table(header, body), ""]
-    lines += [f"- {n}" for n in doc.get("notes", [])]
-    lines += ["", f"Wall time {doc['wall_seconds']:.1f} s; runs used {len(runs)} ({trained} trained "
-                  f"now, {len(runs) - trained} reused)."]
-    return "\n".join(lines)
+    return "\n".join(measured_section(doc, doc["title"]))
 
 
 def write_compare(ctx: SettingContext, doc: dict[str, Any]) -> tuple[Path, Path]:

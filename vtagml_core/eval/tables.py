@@ -135,8 +135,9 @@ def paper_block(setting: str) -> str:
     return "\n".join(parts).rstrip()
 
 
-def setting_markdown(doc: dict[str, Any]) -> str:
-    """One setting's section: header, measured table, notes, timing, the paper's block."""
+def measured_section(doc: dict[str, Any], title: str) -> list[str]:
+    """Markdown lines of a measured results document: title, provenance line, the table (best
+    value per column in bold, reference rows in italics), notes, and how many runs were reused."""
     header, body = measured_rows(doc)
     best = best_rows(doc)
     keys = [c["key"] for c in doc["columns"]]
@@ -148,12 +149,17 @@ def setting_markdown(doc: dict[str, Any]) -> str:
             cells[0] = f"*{cells[0]}*"
     runs = doc.get("runs", [])
     trained = sum(1 for r in runs if not r["reused"])
-    lines = [f"### {doc['title']} ({TABLE_OF.get(doc['setting'], '')} shape)", "", where_line(doc), "",
-             markdown_table(header, body), ""]
+    lines = [f"### {title}", "", where_line(doc), "", markdown_table(header, body), ""]
     lines += [f"- {n}" for n in doc.get("notes", [])]
     lines += ["", f"Wall time {doc['wall_seconds']:.1f} s; runs used {len(runs)} ({trained} trained "
-                  f"now, {len(runs) - trained} reused).", "", paper_block(doc["setting"])]
-    return "\n".join(lines)
+                  f"now, {len(runs) - trained} reused)."]
+    return lines
+
+
+def setting_markdown(doc: dict[str, Any]) -> str:
+    """One setting's section: header, measured table, notes, timing, the paper's block."""
+    title = f"{doc['title']} ({TABLE_OF.get(doc['setting'], '')} shape)"
+    return "\n".join(measured_section(doc, title) + ["", paper_block(doc["setting"])])
 
 
 def collect(results_dir: str | Path) -> list[dict[str, Any]]:
