@@ -177,6 +177,18 @@ def test_bad_configuration_raises_clear_errors():
         model({"normals": tiny_inputs()}, tiny_image())
 
 
+def test_image_fuse_kernel_sets_the_full_resolution_fusion():
+    one = tiny_decoder(image_fuse_kernel=1).eval()
+    conv = one.image_fuse[0]
+    assert conv.kernel_size == (1, 1) and conv.padding == (0, 0)
+    with torch.no_grad():
+        out = one(*tiny_inputs(), tiny_image())
+    assert out.shape == (tiny_image().shape[0], one.out_channels, TINY_IMG, TINY_IMG)
+    assert tiny_decoder().image_fuse[0].kernel_size == (3, 3)  # the default
+    with pytest.raises(ValueError, match="image_fuse_kernel"):
+        tiny_decoder(image_fuse_kernel=2)
+
+
 def test_no_image_path_when_image_skip_channels_is_zero():
     dec = tiny_decoder(image_skip_channels=0).eval()
     assert dec.image_skip is None and dec.image_fuse is None

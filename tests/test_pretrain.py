@@ -109,6 +109,10 @@ def test_ensure_pretrains_once_at_the_default_path_and_is_deterministic(tmp_path
 
     monkeypatch.setattr(pretrain_module, "pretrain", must_not_train)
     assert ensure_pretrained_backbone(cfg) == path
+    # a backbone made with another recipe (e.g. an older default step count) is not reused
+    with pytest.raises(AssertionError, match="retrained"):
+        ensure_pretrained_backbone(PretrainConfig(**{**TINY, "steps": TINY["steps"] + 1}))
+    assert path.is_file()  # the old weights stay until a new pretraining has finished
 
 
 def test_cli_pretrains_with_flags_and_overrides(tmp_path, monkeypatch, capsys):

@@ -17,7 +17,7 @@ import torch
 
 from vtagml_core.cli import main
 from vtagml_core.eval.settings import build_context, run_setting, write_setting
-from vtagml_core.eval.settings.common import (RUNS_SUBDIR, RunSpec, key_config, parse_seeds, run_dir,
+from vtagml_core.eval.settings.common import (RUN_INFO_FILE, RUNS_SUBDIR, RunSpec, key_config, parse_seeds, run_dir,
                                               summarize, train_or_reuse)
 from vtagml_core.experiment import load_kit_config
 from vtagml_core.model.checkpoint import load_model
@@ -113,6 +113,32 @@ def test_summarize_and_seed_parsing_give_known_answers():
         summarize([])
 
 
+def test_settings_config_presets_overrides_and_errors(tmp_path, monkeypatch):
+    from vtagml_core.eval.settings.context import load_settings_config, resolve_backbone
+    from vtagml_core.train.pretrain import default_pretrained_path
+
+    quick = load_settings_config(preset="quick")
+    assert quick.uda_target == "indoor_shift" and quick.task_sets == ["S-D", "S-D-N", "S-D-N-E"]
+    assert load_settings_config(preset="paper").adversarial.disc_channels == 64
+    ctx = build_context("quick", overrides=TINY, root=tmp_path, methods=["vanilla_mtl"],
+                        settings_overrides=["pretrained_backbone=false"], log=lambda _: None)
+    assert ctx.settings.methods == ["vanilla_mtl"] and ctx.cfg.data.size == 64
+    with pytest.raises(ValueError, match="unknown domain"):
+        load_settings_config(overrides=["uda_target=mars"])
+    with pytest.raises(ValueError, match="unknown method"):
+        load_settings_config(overrides=["methods=[vtagml,nope]"])
+    # quick preset: the pretext-pretrained backbone at the default path fills backbone.weights
+    monkeypatch.setenv("VTAGML_CACHE", str(tmp_path / "cache"))
+    cfg = load_kit_config(preset="quick", overrides=TINY)
+    target = default_pretrained_path(cfg.model.backbone.name, 64, 0)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"stand-in weights")      # present, so nothing is pretrained here
+    resolved = resolve_backbone(cfg, quick, log=lambda _: None)
+    assert resolved.model.backbone.weights == str(target) and cfg.model.backbone.weights is None
+    off = load_settings_config(overrides=["pretrained_backbone=false"])
+    assert resolve_backbone(cfg, off, log=lambda _: None).model.backbone.weights is None
+
+
 # --------------------------------------------------------------------------- MTL
 
 
@@ -180,6 +206,7 @@ def test_zero_shot_never_trains_the_unlabelled_task(env, mtl_doc):
     source = next(Path(r["dir"]) for r in doc["runs"] if r["role"].startswith("vtagml S-D on indoor"))
     run_cfg = json.loads((tuned / "config.json").read_text())
     assert run_cfg["loss_tasks"] == ["seg"] and run_cfg["config"]["data"]["domain"] == "indoor_shift"
+    assert run_cfg["config"]["train"]["epochs"] == ctx.settings.finetune_epochs == 2
     assert set(json.loads((tuned / "results.json").read_text())["best"]["metrics"]) == {"seg"}
     before, after = load_model(source / "best").state_dict(), load_model(tuned / "best").state_dict()
     def keys(task):
@@ -253,6 +280,13 @@ def test_uda_setting_rows(env, mtl_doc):
     assert doc["target_domain"] == "indoor_shift" and [r["kind"] for r in doc["rows"]][1] == "method"
     adapted = next(Path(r["dir"]) for r in doc["runs"] if "UDA" in r["role"])
     assert "adversarial" in json.loads((adapted / "config.json").read_text())
+    # the quick settings warm-start adaptation from the source-only model for uda_epochs
+    source = next(Path(r["dir"]) for r in doc["runs"] if r["role"].startswith("vtagml S-D on indoor"))
+    info = json.loads((adapted / RUN_INFO_FILE).read_text())["payload"]
+    assert info["init_from"] == json.loads((source / RUN_INFO_FILE).read_text())["key"]
+    assert info["config"]["train"]["epochs"] == context(env).settings.uda_epochs == 2
+    with pytest.raises(ValueError, match="uda_epochs"):
+        context(env, "uda_epochs=0")
 
 
 # --------------------------------------------------------------------------- novel, efficiency

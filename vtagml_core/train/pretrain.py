@@ -17,9 +17,15 @@ Outputs of ``pretrain(cfg, out)``::
 **Default location ("weights: auto").** :func:`default_pretrained_path` names one file per
 (backbone, image size, seed) under the kit cache, ``<cache>/backbones/<name>-<size>-s<seed>
 .safetensors`` (+ ``.json`` record beside it); :func:`ensure_pretrained_backbone` returns it,
-pretraining first when it is missing. The file name does not encode steps or scene counts: the
-first pretraining for that triple wins; delete the file (or pass an explicit ``weights`` path) to
-use another.
+pretraining first when it is missing. The file name does not encode steps or scene counts; the
+``.json`` record beside it does, and a record whose training recipe (steps, scenes, batch, lr)
+differs from the one asked for is replaced by a new pretraining (an older kit's 200-step backbone
+is not silently reused). A weights file with no record (placed by hand) is used as it is.
+
+Measured (``python -m vtagml_core pretrain``, 2-core CPU): 200 steps of batch 16 took 49 s on an
+idle machine, so the default 800 take about 3.5 minutes; held-out texture accuracy 0.19 -> 0.58 (majority class 0.33), albedo L1 0.181 ->
+0.083. With 200 steps: 0.51 and 0.107; a VTAGML seg-only model on the frozen result reached
+0.336 vs 0.311 val mIoU after one epoch, the same after three.
 
 **Determinism.** The model init and the data order come from ``cfg.seed``; on the CPU two runs
 with the same config and thread count produce identical weights.
@@ -103,7 +109,7 @@ class PretrainConfig:
     count: int = 1024
     eval_count: int = 64
     seed: int = 0
-    steps: int = 200
+    steps: int = 800
     batch_size: int = 16
     lr: float = 2e-3
     warmup_steps: int = 20
@@ -283,11 +289,32 @@ def install_pretrained(cfg: PretrainConfig) -> tuple[Path, PretrainResult]:
     return target, result
 
 
+#: Fields of :class:`PretrainConfig` that define the pretraining recipe (hence the weights).
+RECIPE_FIELDS: tuple[str, ...] = ("count", "steps", "batch_size", "lr", "warmup_steps",
+                                  "min_lr_ratio", "albedo_weight", "texture_weight", "head_channels")
+
+
+def _stale_record(record: Path, cfg: PretrainConfig) -> bool:
+    """True when ``record`` exists and names another recipe than ``cfg`` (module docstring)."""
+    if not record.is_file():
+        return False
+    try:
+        saved = json.loads(record.read_text())["config"]
+    except (ValueError, KeyError, TypeError):
+        return True  # unreadable record: pretrain again rather than trust the weights beside it
+    wanted = to_dict(cfg)
+    changed = [f for f in RECIPE_FIELDS if saved.get(f) != wanted[f]]
+    if changed:
+        log.info("pretrained backbone at %s was made with another recipe (%s); pretraining again",
+                 record.with_suffix(".safetensors"), ", ".join(changed))
+    return bool(changed)
+
+
 def ensure_pretrained_backbone(cfg: PretrainConfig, progress: bool = True) -> Path:
     """Path of the pretrained backbone for ``cfg`` at the default location, pretraining first
     when it is missing (a later run can then say ``weights: auto``)."""
     target = default_pretrained_path(cfg.backbone, cfg.img_size, cfg.seed)
-    if target.is_file():
+    if target.is_file() and not _stale_record(target.with_suffix(".json"), cfg):
         return target
     log.info("no pretrained %s at %s: pretraining it (%d steps)", cfg.backbone, target, cfg.steps)
     cfg = PretrainConfig(**{**to_dict(cfg), "progress": progress})

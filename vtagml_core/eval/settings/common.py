@@ -335,8 +335,8 @@ def parse_seeds(text: str | Sequence[int]) -> list[int]:
 
 
 def with_changes(cfg: KitConfig, *, tasks: str | None = None, domain: str | None = None,
-                 seed: int | None = None) -> KitConfig:
-    """A validated copy of ``cfg`` with another task set, training domain and/or seed."""
+                 seed: int | None = None, epochs: int | None = None) -> KitConfig:
+    """A validated copy of ``cfg`` with another task set, training domain, seed and/or epochs."""
     out = copy.deepcopy(cfg)
     if tasks is not None:
         out.model.tasks = tasks
@@ -344,6 +344,8 @@ def with_changes(cfg: KitConfig, *, tasks: str | None = None, domain: str | None
         out.data.domain = domain
     if seed is not None:
         out.train.seed = int(seed)
+    if epochs is not None:
+        out.train.epochs = int(epochs)
     return out.validate()
 
 

@@ -58,7 +58,12 @@ class SettingsConfig:
         zero_shot_target: target domain of zero-shot task transfer (Table 3).
         zero_shot_task_sets: task sets of Table 3; the *last* task of each is never labelled
             on the target (S-D: depth, S-D-N: normals).
+        finetune_epochs: epochs of the zero-shot fine-tuning on the target (it starts from the
+            trained source model; None = ``train.epochs``).
         uda_target, uda_tasks: target domain and task set of UDA (Table 4).
+        uda_epochs: epochs of adversarial adaptation. ``None`` trains the adapted model from
+            scratch for ``train.epochs`` (AdaptSegNet's recipe); a number starts it from the
+            source-only model and adapts for that many epochs (a warm start, cheaper on a CPU).
         novel_domains: domains the source models are tested on without fine-tuning (Table 5).
         novel_tasks: task set of Table 5.
         efficiency_tasks, efficiency_methods: Table 6 (``single_task`` = one model per task,
@@ -75,7 +80,9 @@ class SettingsConfig:
     task_sets: list[str] = field(default_factory=lambda: ["S-D", "S-D-N", "S-D-N-E"])
     zero_shot_target: str = "indoor_shift"
     zero_shot_task_sets: list[str] = field(default_factory=lambda: ["S-D", "S-D-N"])
+    finetune_epochs: int | None = None
     uda_target: str = "indoor_shift"
+    uda_epochs: int | None = None
     uda_tasks: str = "S-D"
     novel_domains: list[str] = field(default_factory=lambda: ["indoor_shift", "street", "comic"])
     novel_tasks: str = "S-D"
@@ -105,6 +112,10 @@ class SettingsConfig:
         for spec in self.zero_shot_task_sets:
             if len(parse_tasks(spec)) < 2:
                 raise ValueError(f"zero-shot task set {spec!r} needs >= 2 tasks (labelled + zero-shot)")
+        for name in ("finetune_epochs", "uda_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or null (= train.epochs), got {value}")
         if self.efficiency_steps < 1 or self.efficiency_warmup_steps < 0:
             raise ValueError("efficiency_steps must be >= 1 and efficiency_warmup_steps >= 0, got "
                              f"{self.efficiency_steps} and {self.efficiency_warmup_steps}")
@@ -148,9 +159,12 @@ class SettingContext:
     records: list[dict[str, Any]] = field(default_factory=list)
     _done: dict[str, RunRecord] = field(default_factory=dict, repr=False)
 
-    def config(self, tasks: str, domain: str | None = None, seed: int = 0) -> KitConfig:
-        """The kit config of one run: task set, training domain (default: source), seed."""
-        return with_changes(self.cfg, tasks=tasks, domain=domain or self.settings.source, seed=seed)
+    def config(self, tasks: str, domain: str | None = None, seed: int = 0,
+               epochs: int | None = None) -> KitConfig:
+        """The kit config of one run: task set, training domain (default: source), seed, and
+        epochs (default: the kit config's ``train.epochs``)."""
+        return with_changes(self.cfg, tasks=tasks, domain=domain or self.settings.source, seed=seed,
+                            epochs=epochs)
 
     def train(self, spec: RunSpec) -> RunRecord:
         """:func:`~.common.train_or_reuse` under ``root``, remembering what it cost.

@@ -4,7 +4,8 @@ Source labels plus unlabelled target images: every method is adapted with the sa
 adversarial recipe (AdaptSegNet style, one discriminator per task output;
 :mod:`vtagml_core.train.adversarial`), as the paper does for all of its UDA rows. Rows per method:
 **source only** (the source-domain model, reused from the MTL setting) and **adapted** (trained
-on labelled source + unlabelled target); plus VTAGML trained on the labelled target (the
+on labelled source + unlabelled target; from scratch, or, with ``uda_epochs`` set as in the quick
+preset, warm-started from the source-only model and adapted for that many epochs); plus VTAGML trained on the labelled target (the
 **oracle**, the paper's "Swin-target (Oracle)" row; the kit's oracle is the multitask VTAGML
 rather than a one-task Swin, so that it is the same run as the zero-shot setting's oracle).
 Every number is on the target domain's test split.
@@ -49,11 +50,22 @@ def adversarial_factory(ctx: SettingContext, target: str):
     return build
 
 
-def train_adapted(ctx: SettingContext, tasks: str, method: str, seed: int) -> RunRecord:
-    """``method`` trained on the labelled source and the unlabelled target (adversarial UDA)."""
+def train_adapted(ctx: SettingContext, tasks: str, method: str, seed: int,
+                  source: RunRecord | None = None) -> RunRecord:
+    """``method`` trained on the labelled source and the unlabelled target (adversarial UDA).
+
+    With ``settings.uda_epochs`` set, it starts from ``source`` (the source-only model) and adapts
+    for that many epochs; otherwise it trains from scratch for ``train.epochs``.
+    """
     s, d = ctx.settings, ctx.cfg.data
-    spec = RunSpec(f"{method} {tasks} UDA {s.source} -> {s.uda_target}", ctx.config(tasks, seed=seed),
-                   method, trainer_factory=adversarial_factory(ctx, s.uda_target),
+    warm = s.uda_epochs is not None
+    if warm and source is None:
+        raise ValueError("settings.uda_epochs is set, so adaptation starts from the source-only "
+                         "model: pass source= (train_source(...)), or set uda_epochs: null")
+    spec = RunSpec(f"{method} {tasks} UDA {s.source} -> {s.uda_target}",
+                   ctx.config(tasks, seed=seed, epochs=s.uda_epochs), method,
+                   init_from=source if warm else None,
+                   trainer_factory=adversarial_factory(ctx, s.uda_target),
                    extra={"trainer": "adversarial", "uda_target": s.uda_target,
                           "target_count": d.train_count, "adversarial": to_dict(s.adversarial)})
     return ctx.train(spec)
@@ -68,8 +80,10 @@ def run_uda(ctx: SettingContext) -> dict[str, Any]:
     rows = []
     for method in s.methods:
         label = METHOD_LABELS.get(method, method)
-        src = [ctx.evaluate(train_source(ctx, g, method, seed), target) for seed in ctx.seeds]
-        ada = [ctx.evaluate(train_adapted(ctx, g, method, seed), target) for seed in ctx.seeds]
+        sources = [train_source(ctx, g, method, seed) for seed in ctx.seeds]
+        src = [ctx.evaluate(r, target) for r in sources]
+        ada = [ctx.evaluate(train_adapted(ctx, g, method, seed, r), target)
+               for seed, r in zip(ctx.seeds, sources)]
         rows.append(row(f"{label}, source only", primary_cells(g, src, tasks), kind="reference",
                         method=method))
         rows.append(row(f"{label}-UDA (adversarial)", primary_cells(g, ada, tasks), method=method))

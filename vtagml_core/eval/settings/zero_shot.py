@@ -7,7 +7,7 @@ synthetic domains: for each task set (the **last** task is the zero-shot one), m
 
 1. the source model: trained on the source domain with all labels (the MTL setting's run, reused);
 2. fine-tuning: starts from the source model's best weights and trains on the target domain's
-   train split with ``loss_tasks`` = the labelled tasks only. The training set does not even load
+   train split (for ``finetune_epochs``) with ``loss_tasks`` = the labelled tasks only. The training set does not even load
    the zero-shot task's labels, and model selection uses a target val split restricted to the
    labelled tasks, so no zero-shot label is seen anywhere. The model keeps every head; the
    zero-shot head gets no gradient (its loss is not in the total), what it predicts changes only
@@ -51,7 +51,8 @@ def finetune_on_target(ctx: SettingContext, source: RunRecord, task_set: str, me
     labelled, zero = split_zero_shot(task_set)
     target = ctx.settings.zero_shot_target
     spec = RunSpec(f"{method} {task_set} fine-tuned on {target} without {zero} labels",
-                   ctx.config(task_set, domain=target, seed=seed), method,
+                   ctx.config(task_set, domain=target, seed=seed,
+                              epochs=ctx.settings.finetune_epochs), method,
                    loss_tasks=labelled, val_tasks=labelled, init_from=source)
     return ctx.train(spec)
 
