@@ -183,6 +183,18 @@ def test_sobel_known_answer_on_a_step():
         sobel_edges(image.astype(np.float32))
 
 
+def test_sobel_equals_the_documented_kernel_correlation():
+    """The separable implementation is the 3x3 correlation with SOBEL_X / SOBEL_Y."""
+    from vtagml_core.data.synthetic.edges import SOBEL_X, SOBEL_Y, grayscale
+
+    image = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    g = np.pad(grayscale(image).astype(np.float64), 1, mode="edge")
+    gx = sum(SOBEL_X[i, j] * g[i:i + 9, j:j + 11] for i in range(3) for j in range(3))
+    gy = sum(SOBEL_Y[i, j] * g[i:i + 9, j:j + 11] for i in range(3) for j in range(3))
+    want = np.clip(np.hypot(gx, gy) / EDGE_NORM, 0, 1)
+    np.testing.assert_allclose(sobel_edges(image), want, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- determinism
 def test_same_seed_same_bytes_different_seed_differs():
     a = render_scene("indoor_shift", 7, 40, pretext=True)

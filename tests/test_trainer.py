@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.size=64", "model.backbone.img_size=64", "model.tasks=S-D",
         "model.decoder.embed_dims=[32,16,16,8]", "model.decoder.depth_per_stage=1",
         "data.train_count=8", "data.val_count=4", "data.batch_size=4", "train.epochs=2",
-        "train.warmup_steps=1", "train.save_every_steps=1", "train.progress=false"]
+        "train.warmup_steps=1", "train.save_every_steps=1", "train.progress=false",
+        "train.lr=0.002"]
 STEPS_PER_EPOCH, EPOCHS = 2, 2
 #: Step after whose checkpoint the interrupted run kills itself (the middle of epoch 2).
 KILL_AT_STEP = 3
@@ -123,8 +124,9 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_and_shards_into_global_batc
 
 
 def test_train_config_budget_fields_and_legacy_steps_alias():
+    preset_epochs = load_kit_config(preset="quick").train.epochs
     cfg = load_kit_config(preset="quick", overrides=["train.steps=3"])
-    assert (cfg.train.max_steps, cfg.train.steps, cfg.train.epochs) == (3, None, 1)
+    assert (cfg.train.max_steps, cfg.train.steps, cfg.train.epochs) == (3, None, preset_epochs)
     with pytest.raises(ValueError, match="train.steps .3. and train.max_steps .4. disagree"):
         load_kit_config(preset="quick", overrides=["train.steps=3", "train.max_steps=4"])
     with pytest.raises(ValueError, match="min_lr_ratio must be in"):

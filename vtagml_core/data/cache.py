@@ -57,7 +57,7 @@ from .synthetic.render import parse_size, render_scene
 log = logging.getLogger(__name__)
 
 #: Bump whenever the renderer's output changes: caches with another version are re-rendered.
-GENERATOR_VERSION: str = "1"
+GENERATOR_VERSION: str = "2"
 #: Split names. Each gets its own seed stream (its index is part of the spawn key).
 SPLITS: tuple[str, ...] = ("train", "val", "test", "pretext")
 #: Environment variable that overrides the default cache root.

@@ -18,7 +18,7 @@ results documents back for the lessons' tables and summaries:
 
 ``size`` and ``steps`` of the parameters cell apply when they differ from the notebook preset's
 own values (``size`` -> data and backbone side, ``steps`` -> ``train.max_steps``); otherwise the
-settings keep their configured budget (one epoch of the training split in ``quick``).
+settings keep their configured budget (10 epochs of the training split in ``quick``).
 """
 from __future__ import annotations
 
