@@ -29,7 +29,7 @@ from vtagml_core.baselines.autotaskformer import (
     AutoTaskFormerConfig,
     random_width_search,
 )
-from vtagml_core.baselines.common import pooled_grid
+from vtagml_core.baselines.common import FullResHeads, pooled_grid
 from vtagml_core.baselines.demtg import DeMTG, DeMTGConfig, DeformableMixer, TaskInteraction
 from vtagml_core.baselines.mtformer import (
     CrossTaskBlock,
@@ -397,3 +397,18 @@ def test_random_width_search_is_labelled_and_respects_the_budget():
     assert count_parameters(result.model)[1] <= budget
     with pytest.raises(ValueError, match="no candidate fits the budget"):
         random_width_search(model, batches, loss, candidates=2, steps=0, budget=10)
+
+
+def test_head_norms_keep_edge_logits_bounded_when_features_blow_up():
+    """FullResHeads normalise their input and hidden layer: a 1000x larger input map (what the
+    quick preset's MTFormer produced before the norms) gives the same logits, so the sigmoid of
+    the edge head cannot saturate and the L1 edge loss keeps its gradient."""
+    torch.manual_seed(0)
+    heads = FullResHeads(("edges",), in_channels=8, num_classes=3).eval()
+    feats, image = torch.randn(2, 8, 4, 4), torch.rand(2, 3, 16, 16)
+    small = heads({"edges": feats}, image)["edges"]
+    large = heads({"edges": 1000 * feats}, image)["edges"]
+    torch.testing.assert_close(large, small, atol=1e-3, rtol=1e-3)
+    plain = FullResHeads(("edges",), in_channels=8, num_classes=3, norm=False).eval()
+    assert not torch.allclose(plain({"edges": 1000 * feats}, image)["edges"],
+                              plain({"edges": feats}, image)["edges"], atol=1e-1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vtagml_core.baselines.registry import METHOD_REVISIONS
 from vtagml_core.cli import main
 from vtagml_core.eval.settings import build_context, run_setting, write_setting
 from vtagml_core.eval.settings.common import (RUN_INFO_FILE, RUNS_SUBDIR, RunSpec, key_config, parse_seeds, run_dir,
@@ -80,7 +81,7 @@ class FitCounter:
 # --------------------------------------------------------------------------- keys, seeds
 
 
-def test_run_key_follows_what_changes_the_numbers(env, tmp_path):
+def test_run_key_follows_what_changes_the_numbers(env, tmp_path, monkeypatch):
     cfg = load_kit_config(preset="quick", overrides=TINY)
     base = RunSpec("a", cfg, "vtagml")
     same = RunSpec("another role", load_kit_config(preset="quick", overrides=TINY + [
@@ -92,6 +93,13 @@ def test_run_key_follows_what_changes_the_numbers(env, tmp_path):
     assert len({run_dir(env, s) for s in (base, other_seed, RunSpec("a", cfg, "vanilla_mtl"),
                                           RunSpec("a", cfg, "vtagml", loss_tasks=("seg",)),
                                           RunSpec("a", cfg, "vtagml", extra={"uda_target": "street"}))}) == 5
+    assert "method_revision" not in base.key_payload()       # unrevised methods: keys unchanged
+    peer = RunSpec("a", cfg, "mtformer")
+    monkeypatch.setitem(METHOD_REVISIONS, "mtformer", 7)
+    assert peer.key_payload()["method_revision"] == 7
+    bumped = run_dir(env, peer)
+    monkeypatch.setitem(METHOD_REVISIONS, "mtformer", 8)      # new code: a new run, not a reuse
+    assert run_dir(env, peer) != bumped
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"one")
     cfg.model.backbone.weights = str(weights)

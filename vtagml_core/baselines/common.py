@@ -43,6 +43,13 @@ IMAGE_SKIP_CHANNELS: int = 16
 HEAD_HIDDEN_CHANNELS: int = 16
 #: Kernel size of the heads' spatial convolutions.
 HEAD_KERNEL: int = 3
+#: Normalise the heads' input map and hidden layer (:class:`FullResHeads`). Without it, measured
+#: in the quick preset (lr 0.006, S-D-N-E), the edge heads of MTFormer and AutoTaskFormer drove
+#: their logits to about -5000 within the first epoch (hidden activations of ~600): sigmoid is
+#: then exactly 0, the L1-on-sigmoid edge loss has no gradient left, and odsF stayed 0. The
+#: VTAGML decoder ends in a LayerNorm (:class:`~vtagml_core.model.decoder.PatchExpand`), which
+#: bounds its heads' input the same way.
+HEAD_NORM: bool = True
 #: Stride of the feature map the heads read (the decoders of all methods end at 1/4, Swin-Unet style).
 HEAD_INPUT_STRIDE: int = 4
 #: Interpolation used to bring coarse maps to finer grids (bilinear, as FPN-style decoders do).
@@ -252,13 +259,19 @@ class PreNormBlock(nn.Module):
 # --------------------------------------------------------------------------- heads
 
 
+def _head_norm(channels: int, on: bool) -> nn.Module:
+    """``GroupNorm(1, C)`` (a LayerNorm over each map's channels and pixels), or the identity."""
+    return nn.GroupNorm(1, channels) if on else nn.Identity()
+
+
 class FullResHeads(nn.Module):
     """Per-task conv heads: stride-4 features -> raw outputs ``(B, K_t, H, W)``.
 
-    For each task: a 3x3 conv and GELU at stride 4, a 1x1 conv down to
+    For each task: a GroupNorm, a 3x3 conv and GELU at stride 4, a 1x1 conv down to
     :data:`HEAD_HIDDEN_CHANNELS`, bilinear upsampling to the image size, concatenation with a
     light full-resolution image path (shared by all tasks, computed once per forward), a 3x3
-    conv and GELU, and a 1x1 conv to K_t channels (``task_channels``). K_t: classes for seg, 1
+    conv, GroupNorm and GELU, and a 1x1 conv to K_t channels (``task_channels``). The two
+    norms (``norm``, :data:`HEAD_NORM`) keep the logits bounded. K_t: classes for seg, 1
     for depth and edges, 3 for normals; outputs are raw (logits / unnormalised normals).
 
     Args:
@@ -270,7 +283,8 @@ class FullResHeads(nn.Module):
     """
 
     def __init__(self, tasks: Iterable[str], in_channels: int, num_classes: int,
-                 image_channels: int = IMAGE_SKIP_CHANNELS, hidden: int = HEAD_HIDDEN_CHANNELS) -> None:
+                 image_channels: int = IMAGE_SKIP_CHANNELS, hidden: int = HEAD_HIDDEN_CHANNELS,
+                 norm: bool = HEAD_NORM) -> None:
         super().__init__()
         self.tasks = parse_tasks(list(tasks))
         if in_channels < 1 or hidden < 1 or image_channels < 0:
@@ -279,11 +293,13 @@ class FullResHeads(nn.Module):
         pad = HEAD_KERNEL // 2
         self.image_skip = ImageSkip(IMAGE_CHANNELS, image_channels) if image_channels else None
         self.coarse = nn.ModuleDict({t: nn.Sequential(
+            _head_norm(in_channels, norm),
             nn.Conv2d(in_channels, in_channels, HEAD_KERNEL, padding=pad), nn.GELU(),
             nn.Conv2d(in_channels, hidden, 1),
         ) for t in self.tasks})
         self.fine = nn.ModuleDict({t: nn.Sequential(
-            nn.Conv2d(hidden + image_channels, hidden, HEAD_KERNEL, padding=pad), nn.GELU(),
+            nn.Conv2d(hidden + image_channels, hidden, HEAD_KERNEL, padding=pad),
+            _head_norm(hidden, norm), nn.GELU(),
             nn.Conv2d(hidden, task_channels(t, num_classes), 1),
         ) for t in self.tasks})
 

@@ -102,6 +102,22 @@ def _register_peers() -> None:
         register_method(name, builder)
 
 
+#: Code revisions of methods whose architecture changed without a config field to show it. A
+#: revision enters the settings' run keys (:mod:`vtagml_core.eval.settings.common`), so runs
+#: trained by older code are not reused (their checkpoints would not load). Methods not listed
+#: are at revision 0 and their keys carry no revision at all. Bump a method's number whenever
+#: its model changes in a way its config does not record.
+#:
+#: - peers, revision 1: :class:`~.common.FullResHeads` gained its two GroupNorms (HEAD_NORM).
+METHOD_REVISIONS: dict[str, int] = {"mtformer": 1, "demtg": 1, "autotaskformer": 1}
+
+
+def method_revision(method: str) -> int:
+    """The code revision of ``method`` (:data:`METHOD_REVISIONS`; 0 when unlisted)."""
+    _lookup(method)
+    return METHOD_REVISIONS.get(method, 0)
+
+
 def method_names() -> list[str]:
     """Registered method names, sorted."""
     return sorted(METHODS)
@@ -141,5 +157,6 @@ def build_model(method: str, config: ModelConfig) -> nn.Module:
 
 _register_peers()
 
-__all__ = ["METHODS", "Method", "build_model", "effective_config", "method_names",
+__all__ = ["METHODS", "METHOD_REVISIONS", "Method", "build_model", "effective_config",
+           "method_names", "method_revision",
            "register_method", "single_task_configs"]

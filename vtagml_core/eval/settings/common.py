@@ -10,7 +10,9 @@ the canonical JSON (sorted keys) of::
      "method": ..., "seed": ..., "loss_tasks": [...], "val_tasks": [...],
      "init_from": key of the run whose best model it starts from (or null),
      "extra": setting-specific inputs (e.g. the UDA target domain and adversarial config),
-     "kit_version": vtagml_core.__version__}
+     "kit_version": vtagml_core.__version__,
+     "method_revision": the method's code revision, only when it has one
+                        (vtagml_core.baselines.registry.METHOD_REVISIONS)}
 
 The setting that asks for a run (its *role*: "single-task seg", "UDA adapted", ...) is not part of
 the key, so a model is trained once and serves every setting that needs it: the single-task
@@ -176,12 +178,18 @@ class RunSpec:
 
     def key_payload(self) -> dict:
         """Everything the run key hashes (module docstring)."""
+        from vtagml_core.baselines.registry import method_revision
+
         tasks = parse_tasks(self.cfg.model.tasks)
-        return {"config": key_config(self.cfg, self.seed), "method": self.method, "seed": self.seed,
-                "loss_tasks": list(self.loss_tasks or tasks), "val_tasks": list(self.val_tasks or tasks),
-                "init_from": self.init_from.key if self.init_from is not None else None,
-                "extra": json.loads(json.dumps(self.extra, sort_keys=True)),
-                "kit_version": __version__}
+        payload = {"config": key_config(self.cfg, self.seed), "method": self.method, "seed": self.seed,
+                   "loss_tasks": list(self.loss_tasks or tasks), "val_tasks": list(self.val_tasks or tasks),
+                   "init_from": self.init_from.key if self.init_from is not None else None,
+                   "extra": json.loads(json.dumps(self.extra, sort_keys=True)),
+                   "kit_version": __version__}
+        revision = method_revision(self.method)
+        if revision:   # only methods whose code changed carry one: other keys stay as they were
+            payload["method_revision"] = revision
+        return payload
 
     def key(self) -> str:
         text = json.dumps(self.key_payload(), sort_keys=True, separators=(",", ":"))
