@@ -4,16 +4,9 @@ Launches the app on 127.0.0.1 (a free port, in a thread of this process) with a 
 64 px checkpoint, uploads a PNG, presses Predict and waits until the four task images are
 shown with real pixels; writes a full-page screenshot under the test's ``tmp_path``.
 
-Chromium comes from the system (``make test`` installs Debian's ``chromium`` package when it
-is missing); Playwright's own browser download is never used. Without chromium the test
-fails and says how to get it -- it does not skip.
+Chromium is the system's (see :mod:`browser`, the helpers shared with the JupyterLab test).
 """
 from __future__ import annotations
-
-import socket
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,32 +18,11 @@ from vtagml_core.model.checkpoint import save_model
 from vtagml_core.model.vtagml import VTAGML, ModelConfig
 from vtagml_core.tasks import TASKS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-#: Seconds to wait for the server to answer, and for the page's outputs.
-READY_TIMEOUT_S = 60
+from browser import free_port, launch, require_chromium, wait_ready
+
+#: Milliseconds to wait for the page's outputs.
 OUTPUT_TIMEOUT_MS = 60_000
 SIZE = 64
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 @pytest.fixture()
@@ -63,9 +35,9 @@ def demo_url(tmp_path):
     model = VTAGML(ModelConfig(tasks="S-D-N-E", backbone=BackboneConfig(img_size=SIZE)))
     save_model(model, tmp_path / "ckpts" / "tiny")
     demo = build_app(tmp_path / "ckpts", example_dir=tmp_path / "examples")
-    url = launch_app(demo, host="127.0.0.1", port=_free_port(), block=False, quiet=True)
+    url = launch_app(demo, host="127.0.0.1", port=free_port(), block=False, quiet=True)
     try:
-        _wait_ready(url)
+        wait_ready(url)
         yield url
     finally:
         demo.close()
@@ -73,18 +45,14 @@ def demo_url(tmp_path):
 
 
 def test_upload_and_predict_in_headless_chromium(demo_url, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium "
-                    "for this test (or `apt-get install chromium` as root)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     upload = tmp_path / "upload.png"
     Image.fromarray(render_scene("street", 3, (180, 240))["image"]).save(upload)
     shot = tmp_path / "demo_screenshot.png"
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1500, "height": 1100})
+        context = launch(p, tmp_path / "profile")
         try:
             page = context.pages[0] if context.pages else context.new_page()
             page.goto(demo_url, wait_until="domcontentloaded")
