@@ -23,12 +23,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vtagml_core.baselines.autotaskformer import (
-    RANDOM_SEARCH_LABEL,
-    AutoTaskFormer,
-    AutoTaskFormerConfig,
-    random_width_search,
-)
+from vtagml_core.baselines.autotaskformer import AutoTaskFormer, AutoTaskFormerConfig
+from vtagml_core.baselines.autotaskformer_search import RANDOM_SEARCH_LABEL, random_width_search
 from vtagml_core.baselines.common import FullResHeads, pooled_grid
 from vtagml_core.baselines.demtg import DeMTG, DeMTGConfig, DeformableMixer, TaskInteraction
 from vtagml_core.baselines.mtformer import (
