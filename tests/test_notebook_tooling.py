@@ -15,7 +15,7 @@ from nbformat import v4
 
 from vtagml_core.notebooks import params as params_mod
 from vtagml_core.notebooks.display import matrix_table, md_table, summary
-from vtagml_core.notebooks.params import NotebookParameterError, resolve
+from vtagml_core.notebooks.params import PRESETS, NotebookParameterError, resolve
 from vtagml_core.notebooks.runner import (check_notebook, check_parameter_names, discover_notebooks,
                                           run_all)
 from vtagml_core.notebooks.student import STUB, strip_solutions, student_notebook
@@ -106,6 +106,13 @@ def test_paper_preset_is_the_papers_scale(tmp_path):
     cfg = P.kit_config()
     assert (P.size, cfg.model.backbone.name) == (256, "swinv2_base_window8_256")
     assert cfg.model.tasks == "S-D-N-E" and cfg.data.size == 256
+
+
+def test_comparison_seeds_give_a_spread_where_it_is_affordable():
+    """Notebook 10 shows a seed spread in the smoke (seconds) and paper (GPU) presets; the quick
+    preset trains one seed so that its comparison reuses notebook 05's runs on a CPU."""
+    assert PRESETS["smoke"].compare_seeds >= 2 and PRESETS["paper"].compare_seeds >= 3
+    assert PRESETS["quick"].compare_seeds == 1
 
 
 # ------------------------------------------------------------------------------- widgets
