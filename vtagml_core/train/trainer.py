@@ -16,7 +16,7 @@ validation split and checkpointed. Files in ``out_dir``:
 ``config.json``    the resolved :class:`~vtagml_core.experiment.KitConfig`, method, loss tasks
 ``log.jsonl``      one record per step and per epoch (:mod:`vtagml_core.train.logging`)
 ``last/``          model after the latest checkpoint (safetensors + JSON config)
-``best/``          model of the best validation epoch (rule: :func:`selection_score`)
+``best/``          model of the best validation epoch (rule: :func:`.results.selection_score`)
 ``state.pt``       everything needed to resume exactly (:mod:`vtagml_core.train.state`)
 ``results.json``   best/last metrics, training seconds per epoch, parameter report
 =================  ====================================================================
@@ -53,17 +53,16 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vtagml_core.config import to_dict
-from vtagml_core.eval.metrics import METRIC_DIRECTIONS, PRIMARY_METRICS, MultiTaskMetrics
+from vtagml_core.eval.metrics import MultiTaskMetrics
 from vtagml_core.experiment import KitConfig
 from vtagml_core.model.checkpoint import load_model, save_model
 from vtagml_core.tasks import parse_tasks
@@ -74,6 +73,7 @@ from .distributed import (average_over_ranks, barrier, init_distributed, reduce_
 from .feature_cache import CachedFeatureDataset, features_from_batch
 from .logging import LOG_FILE, JsonlLogger, truncate_log, write_json
 from .losses import MultiTaskLoss, check_finite, class_pixel_counts, class_weights_from_frequencies
+from .results import FitResult, selection_score
 from .schedule import EpochBatchSampler, ShardSampler, build_scheduler, epoch_seed, steps_per_epoch
 from .state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE, STATE_FILE, apply_state,
                     atomic_torch_save, backbone_frozen, collect_state, open_run_folder,
@@ -85,51 +85,6 @@ __all__ = ["BEST_DIR", "LAST_DIR", "RESULTS_FILE", "RUN_CONFIG_FILE", "STATE_FIL
 
 #: Key of the balancer's weights and running statistics inside ``state.pt``.
 BALANCER_STATE_KEY: str = "balancer"
-
-#: Relative changes in :func:`selection_score` are divided by at least this (a reference
-#: metric of exactly 0, e.g. an odsF of 0 after the first epoch, would divide by zero).
-SCORE_MIN_REFERENCE: float = 1e-6
-
-
-@dataclass
-class FitResult:
-    """What :meth:`Trainer.fit` returns.
-
-    Attributes:
-        model: the trained model (weights of the last step, not wrapped in DDP).
-        best_metrics, last_metrics: validation metrics ``{task: {metric: value}}`` of the best
-            and of the last epoch.
-        out_dir: the run folder.
-        history: one dict per epoch (the ``"epoch"`` records of ``log.jsonl``).
-    """
-
-    model: nn.Module
-    best_metrics: dict[str, dict[str, float]]
-    last_metrics: dict[str, dict[str, float]]
-    out_dir: Path
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def selection_score(metrics: dict[str, dict[str, float]],
-                    reference: dict[str, dict[str, float]]) -> float:
-    """Which epoch is "best": mean over tasks of the signed relative change of the primary metric.
-
-    ``score = (1/T) sum_t s_t (M_t - R_t) / max(|R_t|, eps)`` with M_t the task's
-    :data:`~vtagml_core.eval.metrics.PRIMARY_METRICS` value (mIoU, depth RMSE, normals mean
-    error, odsF), R_t the same metric at the run's first validation, s_t = +1 where higher is
-    better and -1 where lower is better. It is delta_m's rule (:mod:`vtagml_core.eval.delta_m`)
-    with the first validation standing in for the single-task model: scale-free, so a task
-    measured in degrees does not outweigh one measured in [0, 1]. Higher is better; the first
-    validation scores 0.
-    """
-    terms = []
-    for task, values in metrics.items():
-        name = PRIMARY_METRICS[task]
-        sign = -1.0 if METRIC_DIRECTIONS[name] else 1.0
-        ref = reference[task][name]
-        terms.append(sign * (values[name] - ref) / max(abs(ref), SCORE_MIN_REFERENCE))
-    return sum(terms) / len(terms)
-
 
 class Trainer:
     """Train one method on one training set, validating and checkpointing every epoch.
