@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vtagml_core.data.dataset import SyntheticDataset
-from vtagml_core.experiment import load_kit_config
+from vtagml_core.train.config import load_kit_config
 from vtagml_core.model.vtagml import VTAGML
 from vtagml_core.train.feature_cache import CachedFeatureDataset, features_from_batch
 from vtagml_core.train.losses import MultiTaskLoss

@@ -31,7 +31,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vtagml_core.experiment import load_kit_config
+from vtagml_core.train.config import load_kit_config
 from vtagml_core.model.vtagml import VTAGML
 from vtagml_core.tasks import IGNORE_INDEX
 from vtagml_core.train.losses import MultiTaskLoss, check_finite

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from vtagml_core.experiment import load_kit_config
+from vtagml_core.train.config import load_kit_config
 from vtagml_core.model.backbone import BackboneConfig
 from vtagml_core.model.vtagml import VTAGML, ModelConfig
 from vtagml_core.train.balancing import (BALANCERS, CAGrad, DynamicWeightAverage, GradNorm, PCGrad,

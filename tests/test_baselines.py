@@ -29,7 +29,8 @@ from vtagml_core.baselines.registry import (
 )
 from vtagml_core.baselines.simple import FROZEN_BACKBONE_ROW, TRAINED_BACKBONE_ROW
 from vtagml_core.model.backbone import BackboneConfig
-from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
+from vtagml_core.baselines.factory import load_model
+from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_model
 from vtagml_core.model.decoder import DecoderConfig
 from vtagml_core.model.params import TOTAL_ROW, count_parameters
 from vtagml_core.model.vtagml import VTAGML, ModelConfig

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from vtagml_core.cli import main
-from vtagml_core.eval.compare import compare_markdown, learns_own_weights, run_compare, write_compare
-from vtagml_core.eval.settings import build_context
+from vtagml_core.experiments.compare import compare_markdown, learns_own_weights, run_compare, write_compare
+from vtagml_core.experiments.settings import build_context
 
 TINY = ["data.size=64", "model.backbone.img_size=64", "model.decoder.embed_dims=[32,16,16,8]",
         "model.decoder.depth_per_stage=1", "data.train_count=8", "data.val_count=4",
@@ -54,7 +54,7 @@ def test_one_table_with_every_method_and_the_reference(doc):
 
 
 def test_delta_m_is_against_the_same_single_task_models(doc):
-    from vtagml_core.eval.delta_m import delta_m
+    from vtagml_core.metrics.delta_m import delta_m
 
     ref = doc["rows"][-1]["cells"]
     stl = {"seg": {"mIoU": ref["S-D/seg"]["mean"]}, "depth": {"rmse": ref["S-D/depth"]["mean"]}}

@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vtagml_core.experiment import load_kit_config
+from vtagml_core.train.config import load_kit_config
 from vtagml_core.model.checkpoint import WEIGHTS_FILE
 from vtagml_core.train.logging import LOG_FILE, read_log
 from vtagml_core.train.trainer import LAST_DIR, RESULTS_FILE, Trainer

@@ -14,7 +14,7 @@ import torch
 
 from vtagml_core.exercises import (CheckResult, check_cosine_similarity, check_film_bias,
                                    check_mirror_descent, check_tsn)
-from vtagml_core.notebooks.student import EXERCISE_TAG, strip_solutions
+from vtagml_core.nbtools.student import EXERCISE_TAG, strip_solutions
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: Which checker each notebook exercise function goes to.

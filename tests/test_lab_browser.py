@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from vtagml_core.notebooks.params import HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV
-from vtagml_core.notebooks.runner import parameters_cells
+from vtagml_core.nbtools.runner import parameters_cells
 from vtagml_core.notebooks.widgets import SLIDER_MIN_OPTIONS
 
 from browser import free_port, launch, require_chromium, wait_ready

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.regression import MeanSquaredError
 
-from vtagml_core.eval.delta_m import delta_m, delta_m_terms
-from vtagml_core.eval.metrics import (
+from vtagml_core.metrics.delta_m import delta_m, delta_m_terms
+from vtagml_core.metrics.multitask import (
     METRIC_DIRECTIONS,
     PRIMARY_METRICS,
     DepthMetrics,
@@ -20,7 +20,7 @@ from vtagml_core.eval.metrics import (
     NormalMetrics,
     SegMetrics,
 )
-from vtagml_core.eval.predictions import to_prediction, to_predictions
+from vtagml_core.metrics.predictions import to_prediction, to_predictions
 from vtagml_core.tasks import IGNORE_INDEX
 
 K = 6

@@ -15,10 +15,11 @@ from nbformat import v4
 
 from vtagml_core.notebooks import params as params_mod
 from vtagml_core.notebooks.display import matrix_table, md_table, summary
-from vtagml_core.notebooks.params import PRESETS, NotebookParameterError, resolve
-from vtagml_core.notebooks.runner import (check_notebook, check_parameter_names, discover_notebooks,
+from vtagml_core.notebooks.params import NotebookParameterError, resolve
+from vtagml_core.train.config import load_kit_config
+from vtagml_core.nbtools.runner import (check_notebook, check_parameter_names, discover_notebooks,
                                           run_all)
-from vtagml_core.notebooks.student import STUB, strip_solutions, student_notebook
+from vtagml_core.nbtools.student import STUB, strip_solutions, student_notebook
 from vtagml_core.notebooks.widgets import interactive_or_static, static_slider_figure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,13 +33,16 @@ def _clean_env(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------- parameters
-def test_resolve_defaults_and_preset_values(tmp_path):
+def test_resolve_reads_the_preset_file_and_applies_overrides(tmp_path):
     P = resolve(preset="smoke", output_dir=str(tmp_path / "out"), interactive=False)
-    smoke = params_mod.PRESETS["smoke"]
-    assert (P.size, P.steps, P.batch_size, P.device) == (smoke.size, smoke.steps, smoke.batch_size, "cpu")
+    smoke = load_kit_config(preset="smoke")
+    assert (P.size, P.steps, P.batch_size, P.device) == (
+        smoke.data.size, smoke.lesson.steps, smoke.data.batch_size, "cpu")
     assert P.output_dir == tmp_path / "out" and P.output_dir.is_dir()
-    P2 = resolve(preset="smoke", steps=3, size=96, output_dir=str(tmp_path), interactive=False)
-    assert (P2.steps, P2.size) == (3, 96)
+    P2 = resolve(preset="smoke", overrides=["lesson.steps=3", "data.size=96",
+                                            "model.backbone.img_size=96"],
+                 output_dir=str(tmp_path), interactive=False)
+    assert (P2.steps, P2.size, P2.cfg.model.backbone.img_size) == (3, 96, 96)
 
 
 def test_relative_output_dir_starts_at_the_project_root(monkeypatch, tmp_path):
@@ -51,15 +55,16 @@ def test_relative_output_dir_starts_at_the_project_root(monkeypatch, tmp_path):
 @pytest.mark.parametrize("kwargs, needle", [
     ({"preset": "fast"}, "'smoke'"),
     ({"preset": 3}, "valid presets"),
-    ({"steps": "10"}, "'steps' must be an integer >= 1 or None"),
-    ({"steps": 0}, "'steps' must be an integer >= 1"),
+    ({"overrides": "train.lr=0.1"}, "list of 'key.sub=value' strings"),
+    ({"overrides": ["train.lr"]}, "list of 'key.sub=value' strings"),
+    ({"overrides": ["train.learning_rate=0.1"]}, "unknown key 'learning_rate'"),
+    ({"overrides": ["data.size=100"]}, "data.size (100) differs"),
     ({"seed": True}, "'seed' must be an integer"),
-    ({"size": 100}, "multiple of 32"),
-    ({"size": 64.0}, "'size' must be an integer"),
+    ({"steps": 10}, "sizes and budgets are overrides now"),
     ({"device": "gpu"}, "'auto', 'cpu', 'cuda'"),
     ({"interactive": "yes"}, "'auto', True, False"),
     ({"output_dir": None}, "'output_dir' must be a folder path"),
-    ({"batch": 4}, "valid parameters: preset, device, seed, steps, size, output_dir"),
+    ({"batch": 4}, "valid parameters: preset, overrides, device, seed, output_dir"),
 ])
 def test_bad_parameters_stop_with_the_valid_values(kwargs, needle, tmp_path):
     with pytest.raises(NotebookParameterError) as info:
@@ -79,7 +84,7 @@ def test_environment_overrides_win(monkeypatch, tmp_path):
     monkeypatch.setenv(params_mod.OUTPUT_ENV, str(tmp_path / "env-out"))
     monkeypatch.setenv(params_mod.HEADLESS_ENV, "1")
     P = resolve(preset="paper", output_dir="ignored", interactive=True)
-    assert P.preset.name == "smoke" and P.output_dir == tmp_path / "env-out"
+    assert P.preset == "smoke" and P.output_dir == tmp_path / "env-out"
     assert P.interactive is False and set(P.overridden) == {"preset", "output_dir"}
     monkeypatch.setenv(params_mod.PRESET_ENV, "bogus")
     with pytest.raises(NotebookParameterError, match=r"\$VTAGML_NB_PRESET"):
@@ -97,7 +102,7 @@ def test_kit_config_of_the_smoke_preset_is_valid(tmp_path):
     P = resolve(preset="smoke", output_dir=str(tmp_path), interactive=False)
     cfg = P.kit_config()
     assert cfg.data.size == cfg.model.backbone.img_size == P.size
-    assert cfg.train.max_steps == P.steps and cfg.data.train_count == P.train_count
+    assert cfg.lesson.steps == P.steps and cfg.data.train_count == P.train_count
     assert P.model_config("S-D").tasks == "S-D"
 
 
@@ -111,8 +116,10 @@ def test_paper_preset_is_the_papers_scale(tmp_path):
 def test_comparison_seeds_give_a_spread_where_it_is_affordable():
     """Notebook 10 shows a seed spread in the smoke (seconds) and paper (GPU) presets; the quick
     preset trains one seed so that its comparison reuses notebook 05's runs on a CPU."""
-    assert PRESETS["smoke"].compare_seeds >= 2 and PRESETS["paper"].compare_seeds >= 3
-    assert PRESETS["quick"].compare_seeds == 1
+    from vtagml_core.experiments.settings.context import load_settings_config
+
+    seeds = {name: load_settings_config(preset=name).compare_seeds for name in ("smoke", "quick", "paper")}
+    assert seeds["smoke"] >= 2 and seeds["paper"] >= 3 and seeds["quick"] == 1
 
 
 # ------------------------------------------------------------------------------- widgets
@@ -251,9 +258,9 @@ def test_student_command_writes_answerless_notebooks(tmp_path):
 
 
 # ------------------------------------------------------------------------------- runner
-PARAMS_CELL = 'preset = "quick"\nsteps = None'
+PARAMS_CELL = 'preset = "quick"\noverrides = []\nseed = 0'
 RESOLVE_CELL = ("from vtagml_core.notebooks.params import resolve\n"
-                "P = resolve(preset=preset, steps=steps, output_dir=output_dir)")
+                "P = resolve(preset=preset, overrides=overrides, seed=seed, output_dir=output_dir)")
 
 
 def _tiny_notebook(path: Path, body: list, params: str = PARAMS_CELL + '\noutput_dir = "x"') -> Path:
@@ -299,7 +306,8 @@ def test_runner_report_and_failures(tmp_path):
     ])
     _tiny_notebook(nbs / "01_fails.ipynb", [v4.new_code_cell("x = 1"),
                                              v4.new_code_cell("# NBVAL_CHECK_OUTPUT\n1 / 0")])
-    run = run_all(nbs, tmp_path / "out", preset="smoke", parameters={"steps": 2}, log=lambda m: None)
+    run = run_all(nbs, tmp_path / "out", preset="smoke", parameters={"overrides": ["lesson.steps=2"]},
+                  log=lambda m: None)
     assert not run.ok and [r.ok for r in run.results] == [True, False]
     failure = run.failures[0]
     assert (failure.notebook, failure.cell_index, failure.first_line, failure.ename) == \
@@ -320,11 +328,11 @@ def test_cli_wrong_parameter_type_fails_in_the_first_cell(tmp_path):
     nbs.mkdir()
     _tiny_notebook(nbs / "00_params.ipynb", [v4.new_code_cell(RESOLVE_CELL), v4.new_code_cell("print('after')")])
     res = subprocess.run([sys.executable, "-m", "vtagml_core", "notebooks", "run", "--preset", "smoke",
-                          "--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--param", "steps=ten"],
+                          "--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--param", "seed=ten"],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert res.returncode == 1
     assert "FAILED: 00_params.ipynb cell 2 (`from vtagml_core.notebooks.params import resolve`)" in res.stderr
-    assert "NotebookParameterError" in res.stderr and "'steps' must be an integer" in res.stderr
+    assert "NotebookParameterError" in res.stderr and "'seed' must be an integer" in res.stderr
     res = subprocess.run([sys.executable, "-m", "vtagml_core", "notebooks", "run", "--notebooks", str(nbs),
                           "--out", str(tmp_path / "out2"), "--param", "batch=4"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)

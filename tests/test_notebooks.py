@@ -21,8 +21,8 @@ import pytest
 
 from vtagml_core.data.cache import MANIFEST_NAME, split_dir
 from vtagml_core.notebooks.params import DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, PRESETS
-from vtagml_core.notebooks.runner import discover_notebooks, parameters_cells
-from vtagml_core.notebooks.student import EXERCISE_TAG
+from vtagml_core.nbtools.runner import discover_notebooks, parameters_cells
+from vtagml_core.nbtools.student import EXERCISE_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"

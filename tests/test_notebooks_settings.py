@@ -22,7 +22,7 @@ import torch
 
 from test_notebooks import CHECK_MARKER, NBVAL_TIMEOUT_S, NOTEBOOK_DIR, ROOT
 from vtagml_core.notebooks.params import HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, resolve
-from vtagml_core.notebooks.runner import discover_notebooks
+from vtagml_core.nbtools.runner import discover_notebooks
 
 #: Notebook stem -> the setting it runs (None: notebook 09 runs two, checked apart).
 SETTING_OF = {"05_multitask_training": "mtl", "06_zero_shot_transfer": "zeroshot",
@@ -87,7 +87,7 @@ def smoke_params(tmp_path, monkeypatch):
 
 
 def test_smoke_context_is_tiny_and_keeps_every_table_shape(smoke_params, monkeypatch, tmp_path):
-    from vtagml_core.eval.settings.context import load_settings_config
+    from vtagml_core.experiments.settings.context import load_settings_config
     from vtagml_core.notebooks.settings_glue import settings_context, settings_root
 
     monkeypatch.setenv("VTAGML_CACHE", str(tmp_path / "cache"))

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vtagml_core.experiment import load_kit_config
+from vtagml_core.train.config import load_kit_config
 from vtagml_core.model.backbone import BackboneConfig
-from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
+from vtagml_core.baselines.factory import load_model
+from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_model
 from vtagml_core.model.vtagml import VTAGML, ModelConfig
 from vtagml_core.train.losses import MultiTaskLoss
 from vtagml_core.train.step import train_step
@@ -108,7 +109,7 @@ def test_nan_loss_stops_before_any_weight_changes():
 def test_kit_config_checks_sizes_and_presets():
     with pytest.raises(ValueError, match="data.size .100. differs"):
         load_kit_config(preset="quick", overrides=["data.size=100"])
-    with pytest.raises(ValueError, match="valid presets: quick, paper"):
+    with pytest.raises(ValueError, match="valid presets: paper, quick, smoke"):
         load_kit_config(preset="fast")
     with pytest.raises(ValueError, match="multiples of 64"):
         VTAGML(ModelConfig(backbone=BackboneConfig(img_size=100)))
@@ -121,7 +122,7 @@ def test_reproduce_runs_end_to_end(tmp_path):
     cmd = [sys.executable, "-m", "vtagml_core", "reproduce", "--out", str(out),
            "--set", f"data.size={SIZE}", "--set", f"model.backbone.img_size={SIZE}",
            "--set", "data.train_count=8", "--set", "data.val_count=4", "--set", "data.test_count=4",
-           "--set", "data.pretext_count=4", "--set", "data.batch_size=4", "--set", "train.steps=2"]
+           "--set", "data.pretext_count=4", "--set", "data.batch_size=4", "--set", "train.max_steps=2"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     report = (out / "report.md").read_text()

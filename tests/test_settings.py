@@ -17,11 +17,11 @@ import torch
 
 from vtagml_core.baselines.registry import METHOD_REVISIONS
 from vtagml_core.cli import main
-from vtagml_core.eval.settings import build_context, run_setting, write_setting
-from vtagml_core.eval.settings.common import (RUN_INFO_FILE, RUNS_SUBDIR, RunSpec, key_config, parse_seeds, run_dir,
-                                              summarize, train_or_reuse)
-from vtagml_core.experiment import load_kit_config
-from vtagml_core.model.checkpoint import load_model
+from vtagml_core.experiments.settings import build_context, run_setting, write_setting
+from vtagml_core.experiments.runs import RUN_INFO_FILE, RUNS_SUBDIR, RunSpec, key_config, run_dir, train_or_reuse
+from vtagml_core.experiments.seeds import parse_seeds, summarize
+from vtagml_core.train.config import load_kit_config
+from vtagml_core.baselines.factory import load_model
 from vtagml_core.train.adversarial import (STATE_KEY, AdversarialConfig, AdversarialTrainer,
                                            TaskDiscriminators, discriminator_input, generator_losses)
 from vtagml_core.train.state import STATE_FILE
@@ -122,7 +122,7 @@ def test_summarize_and_seed_parsing_give_known_answers():
 
 
 def test_settings_config_presets_overrides_and_errors(tmp_path, monkeypatch):
-    from vtagml_core.eval.settings.context import load_settings_config, resolve_backbone
+    from vtagml_core.experiments.settings.context import load_settings_config, resolve_backbone
     from vtagml_core.train.pretrain import default_pretrained_path
 
     quick = load_settings_config(preset="quick")

@@ -11,7 +11,7 @@ from vtagml_core.data.synthetic.domains import (DOMAINS, SKY_TEXTURE, TEXTURE_NA
                                                 get_domain, list_domains)
 from vtagml_core.data.synthetic.edges import EDGE_NORM, GRAY_WEIGHTS, sobel_edges
 from vtagml_core.data.synthetic.render import render_scene, scene_camera
-from vtagml_core.data.synthetic.scene import sample_scene
+from vtagml_core.data.synthetic.layouts import sample_scene
 
 DOMAIN_NAMES = list_domains()
 SIZE = (48, 64)

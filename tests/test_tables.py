@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from vtagml_core.eval import paper_numbers as pn
-from vtagml_core.eval.settings.common import summarize
-from vtagml_core.eval.tables import (best_rows, collect, format_cell, markdown_table, paper_block,
+from vtagml_core.experiments import paper_numbers as pn
+from vtagml_core.experiments.seeds import summarize
+from vtagml_core.experiments.tables import (best_rows, collect, format_cell, markdown_table, paper_block,
                                      setting_figure, setting_markdown, write_tables)
 
 

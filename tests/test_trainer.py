@@ -18,8 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vtagml_core.experiment import load_kit_config
-from vtagml_core.model.checkpoint import WEIGHTS_FILE, load_model
+from vtagml_core.train.config import load_kit_config
+from vtagml_core.baselines.factory import load_model
+from vtagml_core.model.checkpoint import WEIGHTS_FILE
 from vtagml_core.train.logging import LOG_FILE, read_log
 from vtagml_core.train.schedule import EpochBatchSampler, WarmupCosine, build_scheduler
 from vtagml_core.train.state import STATE_FILE, CheckpointError
@@ -40,13 +41,13 @@ KILL_AT_STEP = 3
 KILL_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
-from vtagml_core.experiment import load_kit_config
+from vtagml_core.train.config import load_kit_config
 from vtagml_core.train.trainer import Trainer
 
 class KilledTrainer(Trainer):
     def save_checkpoint(self):
         super().save_checkpoint()
-        if self.global_step == int(sys.argv[2]):
+        if self.progress.global_step == int(sys.argv[2]):
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: as hard as a crash
 
 KilledTrainer(load_kit_config(preset="quick", overrides=sys.argv[3:]), Path(sys.argv[1])).fit()
@@ -123,12 +124,12 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_and_shards_into_global_batc
         EpochBatchSampler(3, 4, seed=0, epoch=0)
 
 
-def test_train_config_budget_fields_and_legacy_steps_alias():
+def test_train_config_budget_fields_and_no_steps_alias():
     preset_epochs = load_kit_config(preset="quick").train.epochs
-    cfg = load_kit_config(preset="quick", overrides=["train.steps=3"])
-    assert (cfg.train.max_steps, cfg.train.steps, cfg.train.epochs) == (3, None, preset_epochs)
-    with pytest.raises(ValueError, match="train.steps .3. and train.max_steps .4. disagree"):
-        load_kit_config(preset="quick", overrides=["train.steps=3", "train.max_steps=4"])
+    cfg = load_kit_config(preset="quick", overrides=["train.max_steps=3"])
+    assert (cfg.train.max_steps, cfg.train.epochs) == (3, preset_epochs)
+    with pytest.raises(ValueError, match="unknown key 'steps'.*max_steps"):  # one name per field
+        load_kit_config(preset="quick", overrides=["train.steps=3"])
     with pytest.raises(ValueError, match="min_lr_ratio must be in"):
         load_kit_config(preset="quick", overrides=["train.min_lr_ratio=2"])
 
@@ -240,7 +241,7 @@ class PoisonedTrainer(Trainer):
     snapshot: dict[str, bytes] = {}
 
     def training_step(self, batch: dict) -> dict:
-        if self.global_step == STEPS_PER_EPOCH:
+        if self.progress.global_step == STEPS_PER_EPOCH:
             PoisonedTrainer.snapshot = _files(self.out_dir)
             batch = {**batch, "depth": torch.full_like(batch["depth"], float("inf"))}
         return super().training_step(batch)

@@ -1,13 +1,18 @@
 """Configuration as dataclasses, loaded from YAML and overridable from the command line.
 
-DESIGN.md section 8: one config object travels through the code. Every config in the kit is a
-(nested) dataclass; this module turns YAML mappings and ``key.sub=value`` overrides into those
-dataclasses, checking names and types so that a typo stops with a message listing the valid
-keys instead of being silently ignored.
+One config object travels through the code. Every config in the kit is a (nested) dataclass;
+this module turns YAML mappings and ``key.sub=value`` overrides into those dataclasses,
+checking names and types so that a typo stops with a message listing the valid keys instead of
+being silently ignored.
+
+A YAML file may start from another file of the same folder with a top-level
+``inherit: <name>`` (``<name>.yaml``): the parent is loaded first (it may inherit in turn) and
+the child's mappings are merged into it key by key, so a preset states only what differs
+(``configs/presets/smoke.yaml`` inherits ``quick``).
 
 Example::
 
-    cfg = load_config(KitConfig, "configs/tiny-cpu.yaml", ["model.backbone.img_size=64"])
+    cfg = load_config(KitConfig, "configs/presets/quick.yaml", ["model.backbone.img_size=64"])
 """
 from __future__ import annotations
 
@@ -21,6 +26,11 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+#: The repository's ``configs/`` folder (presets and settings).
+CONFIG_DIR: Path = Path(__file__).resolve().parent.parent / "configs"
+#: Top-level key of a YAML file naming the file it starts from.
+INHERIT_KEY: str = "inherit"
 
 
 class ConfigError(ValueError):
@@ -172,16 +182,35 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides``."""
     cfg = cls()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; the kit's configs live in configs/")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        data = read_yaml(path)
         merged = _deep_merge(to_dict(cfg), data, str(path))
         cfg = from_dict(cls, merged, str(path))
     return apply_overrides(cfg, overrides)
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML mapping with its ``inherit:`` chain resolved (module docstring).
+
+    Raises:
+        ConfigError: a missing or invalid file, a parent that does not exist, or a cycle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; the kit's configs live in {CONFIG_DIR}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    parent = data.pop(INHERIT_KEY, None)
+    if parent is None:
+        return data
+    parent_path = path.parent / f"{parent}.yaml"
+    if parent_path.resolve() in _seen or parent_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: '{INHERIT_KEY}: {parent}' makes a cycle")
+    base = read_yaml(parent_path, (*_seen, path.resolve()))
+    return _deep_merge(base, data, str(path))
 
 
 def _deep_merge(base: dict, update: dict, where: str) -> dict:

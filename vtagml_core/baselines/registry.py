@@ -103,7 +103,7 @@ def _register_peers() -> None:
 
 
 #: Code revisions of methods whose architecture changed without a config field to show it. A
-#: revision enters the settings' run keys (:mod:`vtagml_core.eval.settings.common`), so runs
+#: revision enters the settings' run keys (:mod:`vtagml_core.experiments.settings.common`), so runs
 #: trained by older code are not reused (their checkpoints would not load). Methods not listed
 #: are at revision 0 and their keys carry no revision at all. Bump a method's number whenever
 #: its model changes in a way its config does not record.

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from vtagml_core.experiment import PRESETS, KitConfig, load_kit_config
+from vtagml_core.train.config import KitConfig, load_kit_config, preset_names
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML config file (default: the preset's)")
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+    parser.add_argument("--preset", default="quick", choices=preset_names(),
                         help="quick (CPU, minutes) or paper (Swin-B V2 256px, GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config field, e.g. model.adapter.tsn=false")

@@ -8,7 +8,7 @@ Examples::
 
 Trains (or reuses, by run key) each method and the single-task references under ``--runs``,
 writes ``<runs>/setting_results/compare[-<balancer>].json`` and ``.md``
-(:mod:`vtagml_core.eval.compare`), prints the table, each method's training time and the wall
+(:mod:`vtagml_core.experiments.compare`), prints the table, each method's training time and the wall
 time.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ._common import add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vtagml_core.eval.compare import DEFAULT_METHODS, DEFAULT_TASKS
+    from vtagml_core.experiments.compare import DEFAULT_METHODS, DEFAULT_TASKS
     from vtagml_core.train.balancing import BALANCERS
 
     add_config_arguments(parser)
@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vtagml_core.eval.compare import compare_markdown, run_compare, write_compare
-    from vtagml_core.eval.settings import build_context
+    from vtagml_core.experiments.compare import compare_markdown, run_compare, write_compare
+    from vtagml_core.experiments.settings import build_context
 
     started = time.perf_counter()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

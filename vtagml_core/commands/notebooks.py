@@ -6,10 +6,10 @@ Subcommands::
     notebooks student [--out student_notebooks]
     notebooks list
 
-``run`` executes every numbered notebook with papermill (:mod:`vtagml_core.notebooks.runner`),
+``run`` executes every numbered notebook with papermill (:mod:`vtagml_core.nbtools.runner`),
 writes the executed notebooks, ``report.md`` and ``report.html``, and exits with status 1 when a
 notebook failed, naming the notebook and the cell. ``student`` writes the notebooks with the
-reference answers of the exercises removed (:mod:`vtagml_core.notebooks.student`).
+reference answers of the exercises removed (:mod:`vtagml_core.nbtools.student`).
 """
 from __future__ import annotations
 
@@ -17,12 +17,15 @@ import argparse
 import sys
 from pathlib import Path
 
-#: Preset names (kept here so that ``--help`` does not import the package's heavy modules).
-PRESET_CHOICES: tuple[str, ...] = ("smoke", "quick", "paper")
+from vtagml_core.config import CONFIG_DIR
+
+#: Preset names: the files of ``configs/presets`` (listed without importing the model, so
+#: that ``--help`` stays fast).
+PRESET_CHOICES: tuple[str, ...] = tuple(sorted(p.stem for p in (CONFIG_DIR / "presets").glob("*.yaml")))
 
 
 def _parse_param(text: str) -> tuple[str, object]:
-    """``key=value`` with a YAML value (``steps=20`` is an int, ``steps=abc`` a string)."""
+    """``key=value`` with a YAML value (``seed=20`` is an int, ``seed=abc`` a string)."""
     import yaml
 
     if "=" not in text:
@@ -43,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     run.add_argument("--param", dest="params", action="append", default=[], type=_parse_param,
-                     metavar="KEY=VALUE", help="another notebook parameter, e.g. steps=20")
+                     metavar="KEY=VALUE", help="another notebook parameter, e.g. interactive=false")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="config override for every notebook, as train --set (the parameters "
+                          "cell's overrides list), e.g. --set lesson.steps=20")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failing notebook")
     run.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
     student = sub.add_parser("student", help="write the notebooks without the exercise answers")
@@ -54,9 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, folder: Path) -> int:
-    from vtagml_core.notebooks.runner import run_all
+    from vtagml_core.nbtools.runner import run_all
 
     params = dict(args.params)
+    if args.overrides:
+        params["overrides"] = [*params.get("overrides", []), *args.overrides]
     if args.device is not None:
         params["device"] = args.device
     if args.seed is not None:
@@ -74,21 +82,21 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vtagml_core.notebooks.runner import default_notebooks_dir, discover_notebooks
+    from vtagml_core.nbtools.runner import default_notebooks_dir, discover_notebooks
 
     folder = args.notebooks or default_notebooks_dir()
     if args.action == "run":
         return _run(args, folder)
     notebooks = discover_notebooks(folder)
     if args.action == "student":
-        from vtagml_core.notebooks.student import write_student_notebooks
+        from vtagml_core.nbtools.student import write_student_notebooks
 
         for path in write_student_notebooks(notebooks, args.out):
             print(f"wrote {path}")
         return 0
     import nbformat
 
-    from vtagml_core.notebooks.student import exercise_count
+    from vtagml_core.nbtools.student import exercise_count
 
     for path in notebooks:
         nb = nbformat.read(str(path), as_version=4)

@@ -33,9 +33,9 @@ PROBE_VAL_SCENES: int = 64
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vtagml_core.experiment import PRESETS
+    from vtagml_core.train.config import preset_names
 
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+    parser.add_argument("--preset", default="quick", choices=preset_names(),
                         help="kit preset giving backbone name, size, pretext count and seed")
     parser.add_argument("--config", default=None, help="kit YAML config instead of the preset's")
     parser.add_argument("--steps", type=int, help="optimizer steps")
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """Preset -> flags -> ``--set`` overrides, as a :class:`PretrainConfig`."""
     from vtagml_core.config import apply_overrides
-    from vtagml_core.experiment import load_kit_config
+    from vtagml_core.train.config import load_kit_config
     from vtagml_core.train.pretrain import PretrainConfig
 
     kit = load_kit_config(args.config, preset=None if args.config else args.preset)
@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         install_pretrained,
         pretrain,
         probe_segmentation,
-        resolve_device,
     )
+    from vtagml_core.runtime import resolve_device
 
     cfg = config_from_args(args)
     print(f"pretraining {cfg.backbone} at {cfg.img_size} px on {cfg.count} pretext scenes "

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from vtagml_core.config import to_dict
-    from vtagml_core.eval.trivial import evaluate_trivial
+    from vtagml_core.metrics.trivial import evaluate_trivial
     from vtagml_core.model.checkpoint import save_model
     from vtagml_core.model.params import format_parameter_table
     from vtagml_core.train.logging import LOG_FILE, read_log
@@ -134,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
     results["VTAGML before training"] = trainer.evaluate()
     fit = trainer.fit()
     summary = json.loads((run_dir / RESULTS_FILE).read_text())
-    results[f"VTAGML after {trainer.global_step} steps"] = fit.last_metrics
-    save_model(fit.model, out / "model", meta={"preset": args.preset, "steps": trainer.global_step})
+    results[f"VTAGML after {trainer.progress.global_step} steps"] = fit.last_metrics
+    save_model(fit.model, out / "model", meta={"preset": args.preset, "steps": trainer.progress.global_step})
     (out / "results.json").write_text(json.dumps({"where": where, "results": results}, indent=2))
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     affinity_heatmap(model.omega, model.tasks).write_html(str(out / "affinity.html"),
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     omega = model.omega.cpu().numpy()
     tc = cfg.train
     report += ["", "## 3. A short training run", "",
-               f"{trainer.global_step} steps ({trainer.epoch} epoch(s)) of batch {d.batch_size} "
+               f"{trainer.progress.global_step} steps ({trainer.progress.epoch} epoch(s)) of batch {d.batch_size} "
                f"(Adam, lr {tc.lr} after {tc.warmup_steps} warm-up steps, cosine to "
                f"{tc.min_lr_ratio} x lr) on synthetic/{d.domain} train ({d.train_count} scenes) "
                f"in {summary['train_seconds']:.1f} s on {device}"

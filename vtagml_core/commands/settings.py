@@ -9,7 +9,7 @@ Examples::
     python -m vtagml_core settings all --preset paper --runs runs/paper    # GPU, Swin-B V2
 
 Each setting trains what it needs under ``--runs`` (or reuses it: runs are keyed by their
-resolved config, see :mod:`vtagml_core.eval.settings.common`), writes
+resolved config, see :mod:`vtagml_core.experiments.runs`), writes
 ``<runs>/setting_results/<setting>.json`` and ``.md``, prints its table and its wall time.
 ``python -m vtagml_core tables`` then collects every setting into one document.
 """
@@ -26,7 +26,7 @@ ALL = "all"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vtagml_core.eval.settings import SETTINGS
+    from vtagml_core.experiments.settings import SETTINGS
 
     parser.add_argument("setting", choices=[*SETTINGS, ALL], help="which setting (or all)")
     add_config_arguments(parser)
@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vtagml_core.eval.settings import SETTINGS, build_context, run_setting, write_setting
-    from vtagml_core.eval.tables import setting_markdown
+    from vtagml_core.experiments.settings import SETTINGS, build_context, run_setting, write_setting
+    from vtagml_core.experiments.tables import setting_markdown
 
     started = time.perf_counter()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None

@@ -3,7 +3,7 @@
 Reads ``<runs>/setting_results/*.json`` (written by ``python -m vtagml_core settings ...``) and
 writes ``<out>/tables.md`` and ``<out>/tables.html`` (plotly): one table per setting in the shape
 of the paper's Tables 2-6, each saying its dataset, resolution, backbone and seed count, with the
-paper's own rows beside it in a separate, labelled block (:mod:`vtagml_core.eval.tables`).
+paper's own rows beside it in a separate, labelled block (:mod:`vtagml_core.experiments.tables`).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vtagml_core.eval.settings.common import RESULTS_SUBDIR
-    from vtagml_core.eval.tables import write_tables
+    from vtagml_core.experiments.runs import RESULTS_SUBDIR
+    from vtagml_core.experiments.tables import write_tables
 
     out = args.out if args.out is not None else args.runs / "tables"
     md, html = write_tables(args.runs / RESULTS_SUBDIR, out)

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
-    from vtagml_core.eval.metrics import PRIMARY_METRICS
+    from vtagml_core.metrics.multitask import PRIMARY_METRICS
 
     return ", ".join(f"{task} {PRIMARY_METRICS[task]} {values[PRIMARY_METRICS[task]]:.4f}"
                      for task, values in metrics.items())
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if trainer.ctx.is_main:
-        print(f"trained {args.method} for {trainer.global_step} steps ({trainer.epoch} epochs); "
+        print(f"trained {args.method} for {trainer.progress.global_step} steps ({trainer.progress.epoch} epochs); "
               f"results in {out}")
         print(f"validation: {trainer.describe()}")
-        print(f"best (epoch {trainer.best_epoch}): {_format_metrics(result.best_metrics)}")
+        print(f"best (epoch {trainer.progress.best_epoch}): {_format_metrics(result.best_metrics)}")
         print(f"last: {_format_metrics(result.last_metrics)}")
     return 0

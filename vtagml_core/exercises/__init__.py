@@ -2,7 +2,7 @@
 
 In notebooks 02-04, cells tagged ``exercise`` ask the student to write one piece of a
 mechanism (the reference answer sits between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` and is
-removed from the student version, see :mod:`vtagml_core.notebooks.student`). The next cell
+removed from the student version, see :mod:`vtagml_core.nbtools.student`). The next cell
 calls a checker from here, which compares the function with the library on random inputs and
 says ``PASS``, or what is wrong and a hint::
 

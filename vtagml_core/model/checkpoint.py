@@ -1,15 +1,16 @@
-"""Model files: safetensors weights plus a JSON config, never pickle (DESIGN.md section 8).
+"""Model files: safetensors weights plus a JSON config, never pickle.
 
-One format serves every method of :mod:`vtagml_core.baselines.registry` (VTAGML and the
-baselines). A saved model is a folder::
+One format serves every method (VTAGML and the baselines). A saved model is a folder::
 
     <dir>/model.safetensors   every weight and buffer (TROA's omega included), plus TROA's history
                               under the ``troa_history.`` prefix
     <dir>/config.json         {"kit_version", "method": registry name, "model": the method's
                               effective ModelConfig as a dict, "meta": {...}}
 
-Loading rebuilds the model through the registry, ``build_model(method, config)``; a config.json
-written before methods existed has no "method" and loads as ``"vtagml"``.
+Loading rebuilds the model through the method registry: that is
+:func:`vtagml_core.baselines.factory.load_model`, one layer up, since ``model/`` imports nothing
+above itself. A config.json written before methods existed has no "method" and loads as
+``"vtagml"``.
 
 Writes are atomic: each file goes to a temporary name in the same folder and is then renamed,
 so an interrupted save never leaves a half-written file under the final name. Loading checks
@@ -17,7 +18,6 @@ that the file's method, tasks, classes and tensor shapes fit the config, and say
 """
 from __future__ import annotations
 
-import copy
 
 import json
 import os
@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from vtagml_core import __version__
-from vtagml_core.baselines.registry import build_model, effective_config, method_names
 from vtagml_core.config import ConfigError, from_dict, to_dict
 
 from .troa import TROA
@@ -61,7 +59,7 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def _history_prefixes(model: nn.Module) -> dict[str, TROA]:
+def history_prefixes(model: nn.Module) -> dict[str, TROA]:
     """``{key prefix: TROA module}`` for every TROA inside ``model`` (a peer system may have none)."""
     return {HISTORY_PREFIX if path == MAIN_TROA_PATH else f"{HISTORY_PREFIX}{path}.": module
             for path, module in model.named_modules() if isinstance(module, TROA)}
@@ -76,7 +74,7 @@ def save_model(model: nn.Module, folder: str | Path, meta: dict | None = None) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    for prefix, troa in _history_prefixes(model).items():
+    for prefix, troa in history_prefixes(model).items():
         steps, mats = troa.history_tensor()
         tensors[prefix + "steps"] = steps.cpu().contiguous()
         tensors[prefix + "mats"] = mats.cpu().contiguous()
@@ -111,7 +109,7 @@ def read_model_config(folder: str | Path) -> tuple[ModelConfig, dict]:
     return config, meta
 
 
-def _describe_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> list[str]:
+def describe_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> list[str]:
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shapes = [f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -124,7 +122,7 @@ def _describe_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch
     return problems
 
 
-def _compare_configs(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
+def compare_configs(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
     diffs = []
     a, b = to_dict(saved), to_dict(wanted)
 
@@ -137,63 +135,3 @@ def _compare_configs(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
 
     walk(a, b, "")
     return diffs
-
-
-def load_model(folder: str | Path, config: ModelConfig | None = None, method: str | None = None,
-               map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a saved model of any method through the registry.
-
-    Args:
-        folder: written by :func:`save_model`.
-        config: if given, the checkpoint must have been made with it: it is compared with the
-            stored config after the method's transformation (so the kit config that trained a
-            ``vanilla_mtl`` model loads it, although that model's own config has no adapters).
-        method: if given, the checkpoint must hold this method.
-        map_location: device of the returned model.
-
-    Raises:
-        FileNotFoundError: the folder or one of its files is missing.
-        ValueError: the method or config differs from the checkpoint's (tasks, classes,
-            architecture: names the fields), the weights do not fit the model (names the keys),
-            or the file is corrupt or truncated.
-    """
-    folder = Path(folder)
-    saved_method, saved_cfg, _ = read_checkpoint_info(folder)
-    if saved_method not in method_names():
-        raise ValueError(f"checkpoint {folder} holds a model of method {saved_method!r}, which this "
-                         f"kit does not know; known methods: {', '.join(method_names())}")
-    if method is not None and method != saved_method:
-        known = "" if method in method_names() else f" (known methods: {', '.join(method_names())})"
-        raise ValueError(f"checkpoint {folder} holds a {saved_method!r} model, not {method!r}{known}")
-    if config is not None:
-        diffs = _compare_configs(saved_cfg, effective_config(saved_method, config))
-        if diffs:
-            raise ValueError(f"checkpoint {folder} was made with another model config: "
-                             + "; ".join(diffs[:MAX_LISTED]))
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found; the checkpoint folder is incomplete")
-    try:
-        tensors = load_file(str(weights), device=str(map_location))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise ValueError(f"{weights} is corrupt or truncated ({err}); it was not loaded") from err
-    # The file holds every backbone weight, so build the backbone without fetching timm's hub
-    # weights or reading the local weights file it was trained from (either may be missing on
-    # this machine); the stored config is kept on the model as it was.
-    build_cfg = copy.deepcopy(saved_cfg)
-    build_cfg.backbone.pretrained, build_cfg.backbone.weights = False, None
-    model = build_model(saved_method, build_cfg)
-    model.config = saved_cfg
-    histories = {prefix: (tensors.pop(prefix + "steps", None), tensors.pop(prefix + "mats", None))
-                 for prefix in _history_prefixes(model)}
-    expected = model.state_dict()
-    problems = _describe_mismatch(expected, tensors)
-    if problems:
-        raise ValueError(f"{weights} does not fit {saved_method!r} model tasks {model.tasks} with "
-                         f"{model.num_classes} classes: " + "; ".join(problems))
-    model.load_state_dict(tensors)
-    troas = _history_prefixes(model)
-    for prefix, (steps, mats) in histories.items():
-        if steps is not None and mats is not None and steps.numel():
-            troas[prefix].load_history(steps, mats)
-    return model.to(map_location)

@@ -15,13 +15,13 @@ name                      change                                      what it re
 
 Every run trains through :class:`~vtagml_core.train.trainer.Trainer` with the settings' budget,
 on the source domain and the efficiency task set (``S-D-N-E`` by default), and is keyed like any
-settings run (:func:`vtagml_core.eval.settings.common.train_or_reuse`): rerunning the notebook
+settings run (:func:`vtagml_core.experiments.runs.train_or_reuse`): rerunning the notebook
 trains nothing new, and the **full model** row *is* the MTL setting's VTAGML run. Numbers are on
 the source **test** split; delta_m is against the single-task models of the MTL setting.
 
 **The other backbone.** The settings' frozen backbone is pretext-pretrained by the kit
 (``pretrained_backbone``); a fair swap pretrains the new backbone the same way
-(:func:`vtagml_core.eval.settings.context.resolve_backbone`, once, then cached). With
+(:func:`vtagml_core.experiments.settings.context.resolve_backbone`, once, then cached). With
 ``pretrained_backbone`` off (the smoke preset) both are random and frozen.
 """
 from __future__ import annotations
@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from vtagml_core.config import apply_overrides
-from vtagml_core.eval.settings import SettingContext
-from vtagml_core.eval.settings.common import RunRecord, RunSpec, summarize
-from vtagml_core.eval.settings.context import column, row, setting_document
+from vtagml_core.experiments.settings import SettingContext
+from vtagml_core.experiments.runs import RunRecord, RunSpec
+from vtagml_core.experiments.seeds import summarize
+from vtagml_core.experiments.settings.context import column, row, setting_document
 from vtagml_core.tasks import parse_tasks
 
 #: The frozen backbone of the ``other_backbone`` ablation (multi-scale like Swin, timm-built).
@@ -79,7 +80,7 @@ def ablation_config(ctx: SettingContext, name: str, tasks: str, seed: int):
         raise ValueError(f"unknown ablation {name!r}; ablations: {', '.join(ABLATIONS)}")
     cfg = apply_overrides(copy.deepcopy(ctx.config(tasks, seed=seed)), list(ABLATIONS[name].overrides))
     if cfg.model.backbone.weights is None and ctx.cfg.model.backbone.weights is not None:
-        from vtagml_core.eval.settings.context import resolve_backbone
+        from vtagml_core.experiments.settings.context import resolve_backbone
 
         cfg = resolve_backbone(cfg, ctx.settings, ctx.log)  # pretrain the new backbone alike
     return cfg.validate()
@@ -93,8 +94,8 @@ def train_ablation(ctx: SettingContext, name: str, tasks: str, seed: int) -> Run
 
 def _cells(ctx: SettingContext, record: RunRecord, tasks: tuple[str, ...],
            stl: dict[str, dict[str, float]], full: dict[str, dict[str, float]] | None) -> dict:
-    from vtagml_core.eval.delta_m import delta_m
-    from vtagml_core.eval.metrics import PRIMARY_METRICS
+    from vtagml_core.metrics.delta_m import delta_m
+    from vtagml_core.metrics.multitask import PRIMARY_METRICS
 
     metrics = ctx.evaluate(record, ctx.settings.source)
     cells = {t: summarize([metrics[t][PRIMARY_METRICS[t]]]) for t in tasks}
@@ -116,8 +117,8 @@ def run_ablations(ctx: SettingContext, names: Sequence[str] | None = None,
     training seconds per epoch. A results document like the settings' (``setting`` =
     :data:`ABLATION_SETTING`), for :func:`ablation_markdown`.
     """
-    from vtagml_core.eval.metrics import METRIC_DIRECTIONS, PRIMARY_METRICS
-    from vtagml_core.eval.settings.mtl import TASK_LABELS, arrow, stl_metrics, train_source
+    from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
+    from vtagml_core.experiments.settings.mtl import TASK_LABELS, arrow, stl_metrics, train_source
 
     started = time.perf_counter()
     tasks = tasks or ctx.settings.efficiency_tasks
@@ -153,7 +154,7 @@ def run_ablations(ctx: SettingContext, names: Sequence[str] | None = None,
 
 def ablation_markdown(doc: dict[str, Any]) -> str:
     """The ablation document as markdown: provenance, the table (best per column in bold), notes."""
-    from vtagml_core.eval.tables import best_rows, markdown_table, measured_rows, where_line
+    from vtagml_core.experiments.tables import best_rows, markdown_table, measured_rows, where_line
 
     header, body = measured_rows(doc)
     best = best_rows({**doc, "rows": [{**r, "kind": "method"} for r in doc["rows"]]})

@@ -1,13 +1,12 @@
-"""The ``parameters`` cell of every notebook: presets, type checks and overrides.
+"""The ``parameters`` cell of every notebook: a preset, overrides, type checks.
 
 Each notebook has exactly one code cell tagged ``parameters`` (papermill injects its values
 after it) holding plain assignments::
 
-    preset = "quick"              # smoke | quick | paper
+    preset = "quick"              # a file of configs/presets: smoke | quick | paper
+    overrides = []                # key.sub=value strings, as the command line's --set
     device = "auto"               # auto | cpu | cuda | cuda:N
-    seed = 0
-    steps = None                  # training steps; None: the preset's
-    size = None                   # image side, a multiple of 32; None: the preset's
+    seed = 0                      # the training seed
     output_dir = "runs/notebooks"  # relative paths start at the project root
     cache_dir = None              # data cache; None: $VTAGML_CACHE, else ~/.cache/vtagml
     interactive = "auto"          # auto | True | False: ipywidgets or static figures
@@ -17,6 +16,12 @@ comments avoid one) and the next cell calls ``P = resolve(preset=preset, ...)``,
 every value and returns a :class:`NotebookParams`. A wrong type or an unknown preset raises
 :class:`NotebookParameterError` naming the parameter and listing the valid values, so a bad
 papermill run stops in that first cell with a readable message.
+
+**One preset system.** The notebook's numbers come from the preset's YAML file and the
+``overrides`` list, exactly as ``python -m vtagml_core train --preset quick --set ...`` would
+resolve them (:func:`vtagml_core.train.config.load_kit_config`): there is no table of notebook
+sizes in Python. ``P.cfg`` is the resolved :class:`~vtagml_core.train.config.KitConfig`; the
+seed is ``train.seed``, the device ``train.device`` and the cache ``data.cache_root``.
 
 **Environment overrides** (nbval cannot inject papermill parameters, so the tests and the
 runner use these; each one wins over the cell's value):
@@ -34,7 +39,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,15 +52,11 @@ CACHE_ENV: str = "VTAGML_CACHE"
 #: Values of an environment flag that count as "on".
 TRUE_STRINGS: tuple[str, ...] = ("1", "true", "yes", "on")
 
-#: Image sides must be multiples of this (the Swin backbones' deepest stride, 32).
-SIZE_MULTIPLE: int = 32
-#: Accepted device names besides ``cuda:N``.
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Accepted values of ``interactive``.
 INTERACTIVE_VALUES: tuple[Any, ...] = ("auto", True, False)
 #: The parameters a notebook's parameters cell may define, with their defaults.
 DEFAULTS: dict[str, Any] = {
-    "preset": "quick", "device": "auto", "seed": 0, "steps": None, "size": None,
+    "preset": "quick", "overrides": [], "device": "auto", "seed": 0,
     "output_dir": "runs/notebooks", "cache_dir": None, "interactive": "auto",
 }
 
@@ -65,54 +65,14 @@ class NotebookParameterError(ValueError):
     """A parameters-cell value has the wrong type or an unknown value (message lists valid ones)."""
 
 
-@dataclass(frozen=True)
-class NotebookPreset:
-    """Sizes and budgets of one notebook preset.
+def preset_description(name: str) -> str:
+    """The first comment line of the preset's YAML file (what the preset is for)."""
+    from vtagml_core.train.config import preset_path
 
-    Attributes:
-        name: ``smoke``, ``quick`` or ``paper``.
-        description: one line for error messages and the report.
-        kit_preset: the :mod:`vtagml_core.experiment` preset whose model/training config the
-            notebooks start from (``quick`` = ``configs/tiny-cpu.yaml``, ``paper`` =
-            ``configs/paper.yaml``).
-        size: image side in pixels (data and backbone).
-        steps: optimizer steps of the short training runs of lessons 02-04.
-        batch_size: images per step of those runs.
-        train_count, val_count: scenes of the synthetic train / val splits the notebooks use.
-        scenes_per_domain: scenes per domain for the benchmark tour and statistics (00).
-        lr: Adam learning rate of the short lesson runs.
-        compare_seeds: training seeds of the method comparison (notebook 10). Its seed spread
-            needs two or more; the quick preset trains one to stay within a CPU session (the
-            other notebooks' runs are reused, so seed 0 costs only the peers' training).
-    """
-
-    name: str
-    description: str
-    kit_preset: str
-    size: int
-    steps: int
-    batch_size: int
-    train_count: int
-    val_count: int
-    scenes_per_domain: int
-    lr: float = 2e-3
-    compare_seeds: int = 1
-
-
-#: The presets. ``smoke`` is for the nbval tests (seconds per notebook), ``quick`` for a CPU
-#: reproducibility run (minutes), ``paper`` for a GPU at the paper's scale (Swin-B V2, 256 px).
-PRESETS: dict[str, NotebookPreset] = {
-    "smoke": NotebookPreset("smoke", "tests: 64 px, a few steps, a handful of scenes", "quick",
-                            size=64, steps=6, batch_size=2, train_count=8, val_count=4,
-                            scenes_per_domain=4, compare_seeds=2),
-    "quick": NotebookPreset("quick", "CPU: tiny Swin V2 at 128 px, minutes per notebook",
-                            "quick", size=128, steps=60, batch_size=8, train_count=512,
-                            val_count=128, scenes_per_domain=64),
-    "paper": NotebookPreset("paper", "GPU: Swin-B V2 at 256 px, the paper's scale", "paper",
-                            size=256, steps=1000, batch_size=16, train_count=4096,
-                            val_count=512, scenes_per_domain=256, lr=2e-4,
-                            compare_seeds=3),
-}
+    for line in preset_path(name).read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return name
 
 
 def project_root() -> Path:
@@ -129,12 +89,23 @@ def _type_name(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _check_preset(value: Any, source: str) -> NotebookPreset:
-    if not isinstance(value, str) or value not in PRESETS:
-        valid = "; ".join(f"{p.name!r} ({p.description})" for p in PRESETS.values())
+def _check_preset(value: Any, source: str) -> str:
+    from vtagml_core.train.config import preset_names
+
+    if not isinstance(value, str) or value not in preset_names():
+        valid = "; ".join(f"{name!r} ({preset_description(name)})" for name in preset_names())
         got = _type_name(value) if not isinstance(value, str) else repr(value)
         raise NotebookParameterError(f"{source} = {got} is not a preset; valid presets: {valid}")
-    return PRESETS[value]
+    return value
+
+
+def _check_overrides(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, str) and "=" in v for v in value):
+        raise NotebookParameterError(
+            "parameter 'overrides' must be a list of 'key.sub=value' strings, the form of the "
+            f"command line's --set (e.g. [\"train.lr=0.004\"]), got {_type_name(value)}")
+    return tuple(value)
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool) -> int | None:
@@ -148,33 +119,18 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool) -> int | N
     return int(value)
 
 
-def _check_size(value: Any) -> int | None:
-    size = _check_int("size", value, SIZE_MULTIPLE, allow_none=True)
-    if size is not None and size % SIZE_MULTIPLE:
-        raise NotebookParameterError(
-            f"parameter 'size' must be a multiple of {SIZE_MULTIPLE} (the backbone's deepest "
-            f"stride), e.g. 64, 128 or 256, got {size}"
-        )
-    return size
-
-
 def _check_device(value: Any) -> str:
-    import torch
+    from vtagml_core.runtime import DEVICE_NAMES, is_device_name, resolve_device
 
-    ok = isinstance(value, str) and (value in DEVICES or
-                                     (value.startswith("cuda:") and value[5:].isdigit()))
-    if not ok:
+    if not is_device_name(value):
         raise NotebookParameterError(
-            f"parameter 'device' must be one of {', '.join(map(repr, DEVICES))} or 'cuda:N', "
+            f"parameter 'device' must be one of {', '.join(map(repr, DEVICE_NAMES))} or 'cuda:N', "
             f"got {_type_name(value)}"
         )
-    if value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if value.startswith("cuda") and not torch.cuda.is_available():
-        raise NotebookParameterError(
-            f"parameter 'device' is {value!r} but no CUDA device is visible; use 'auto' or 'cpu'"
-        )
-    return value
+    try:
+        return str(resolve_device(value))
+    except ValueError as err:
+        raise NotebookParameterError(f"parameter 'device': {err}") from err
 
 
 def _check_path(name: str, value: Any, allow_none: bool) -> Path | None:
@@ -188,6 +144,19 @@ def _check_path(name: str, value: Any, allow_none: bool) -> Path | None:
     return path if path.is_absolute() else project_root() / path
 
 
+def widgets_available() -> bool:
+    """True in a live IPython kernel with ipywidgets, unless ``$VTAGML_NB_HEADLESS`` is set."""
+    if _env_flag(HEADLESS_ENV):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
 def _check_interactive(value: Any) -> bool:
     if not any(value is v or (isinstance(v, str) and value == v) for v in INTERACTIVE_VALUES):
         raise NotebookParameterError(
@@ -197,8 +166,6 @@ def _check_interactive(value: Any) -> bool:
     if _env_flag(HEADLESS_ENV):
         return False
     if value == "auto":
-        from .widgets import widgets_available
-
         return widgets_available()
     return bool(value)
 
@@ -208,37 +175,53 @@ class NotebookParams:
     """The checked parameters of one notebook run (what ``resolve`` returns).
 
     Attributes:
-        preset: the :class:`NotebookPreset`.
-        device: resolved torch device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-        seed: seed of torch, numpy and python's ``random`` (set by :func:`resolve`).
-        steps, size: the preset's values unless overridden.
+        preset: the preset's name (a file of ``configs/presets/``).
+        overrides: the ``key.sub=value`` overrides of the parameters cell.
+        cfg: the resolved :class:`~vtagml_core.train.config.KitConfig` (preset <- seed, device
+            and cache root <- overrides), the same object the CLI would build.
+        device: resolved torch device name (``"cpu"``, ``"cuda:0"``).
+        seed: the training seed (``cfg.train.seed``; python, numpy and torch are seeded with it).
         output_dir: absolute folder for this run's artifacts (created).
         cache_dir: data cache root, or None for the default (``$VTAGML_CACHE``).
         interactive: True = ipywidgets explorers; False = static plotly figures.
         overridden: names of the parameters that came from an environment variable.
     """
 
-    preset: NotebookPreset
+    preset: str
+    overrides: tuple[str, ...]
+    cfg: Any
     device: str
     seed: int
-    steps: int
-    size: int
     output_dir: Path
     cache_dir: Path | None
     interactive: bool
     overridden: tuple[str, ...] = field(default=())
 
+    # Read-only views of the resolved config, for captions and loops.
+    @property
+    def size(self) -> int:
+        return self.cfg.data.size
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps of the lessons' short run (``lesson.steps``)."""
+        return self.cfg.lesson.steps
+
     @property
     def batch_size(self) -> int:
-        return self.preset.batch_size
+        return self.cfg.data.batch_size
 
     @property
     def train_count(self) -> int:
-        return self.preset.train_count
+        return self.cfg.data.train_count
 
     @property
     def val_count(self) -> int:
-        return self.preset.val_count
+        return self.cfg.data.val_count
+
+    @property
+    def description(self) -> str:
+        return preset_description(self.preset)
 
     def artifacts(self, name: str) -> Path:
         """``output_dir / name``, created: where one notebook writes its files."""
@@ -246,35 +229,38 @@ class NotebookParams:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def kit_config(self, overrides: list[str] | None = None):
-        """The :class:`~vtagml_core.experiment.KitConfig` of this preset at this size/seed.
-
-        Starts from the preset's YAML (``kit_preset``), sets image size, scene counts, batch,
-        steps, seed, device and cache root, then applies ``overrides`` (``key.sub=value``).
-        """
-        from vtagml_core.experiment import load_kit_config
-
-        base = [f"data.size={self.size}", f"model.backbone.img_size={self.size}",
-                f"data.train_count={self.train_count}", f"data.val_count={self.val_count}",
-                f"data.test_count={self.val_count}", f"data.batch_size={self.batch_size}",
-                f"data.seed={self.seed}", f"train.seed={self.seed}",
-                f"train.steps={self.steps}", f"train.max_steps={self.steps}",
-                f"train.lr={self.preset.lr}",
-                f"train.device={self.device.split(':')[0]}"]
+    def base_overrides(self) -> list[str]:
+        """What the notebook adds to the preset: seed, device, cache root, then its overrides."""
+        base = [f"train.seed={self.seed}", f"train.device={self.device.split(':')[0]}",
+                f"train.progress={str(self.interactive).lower()}"]
         if self.cache_dir is not None:
             base.append(f"data.cache_root={self.cache_dir}")
-        return load_kit_config(preset=self.preset.kit_preset, overrides=base + list(overrides or []))
+        return base + list(self.overrides)
+
+    def kit_config(self, overrides: list[str] | None = None):
+        """The resolved kit config, with further ``key.sub=value`` ``overrides`` on top."""
+        from vtagml_core.train.config import load_kit_config
+
+        return load_kit_config(preset=self.preset, overrides=self.base_overrides() + list(overrides or []))
 
     def model_config(self, tasks: str = "S-D-N-E", overrides: list[str] | None = None):
         """The preset's :class:`~vtagml_core.model.vtagml.ModelConfig` for ``tasks``."""
         return self.kit_config([f"model.tasks={tasks}", *(overrides or [])]).model
 
+    def dataset(self, split: str, tasks: str = "S-D-N-E", domain: str | None = None,
+                count: int | None = None):
+        """A split of the preset's data (:func:`vtagml_core.data.config.build_dataset`)."""
+        from vtagml_core.data.config import build_dataset
+
+        return build_dataset(self.cfg.data, split, tasks, domain=domain, count=count, progress=False)
+
     def describe(self) -> str:
         """One markdown line: preset, size, steps, batch, device, seed, folders."""
         env = f" (from the environment: {', '.join(self.overridden)})" if self.overridden else ""
         cache = self.cache_dir or os.environ.get(CACHE_ENV) or "default cache"
-        return (f"preset **{self.preset.name}**{env}: {self.size}x{self.size} px, "
-                f"{self.steps} steps of batch {self.batch_size}, device `{self.device}`, "
+        extra = f", overrides `{' '.join(self.overrides)}`" if self.overrides else ""
+        return (f"preset **{self.preset}**{env}{extra}: {self.size}x{self.size} px, "
+                f"lessons {self.steps} steps of batch {self.batch_size}, device `{self.device}`, "
                 f"seed {self.seed}, outputs in `{self.output_dir}`, data cache `{cache}`, "
                 f"{'interactive widgets' if self.interactive else 'static figures'}")
 
@@ -282,40 +268,33 @@ class NotebookParams:
         return self.describe()
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy and torch (CPU and CUDA) with ``seed``."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve(preset: Any = "quick", device: Any = "auto", seed: Any = 0, steps: Any = None,
-            size: Any = None, output_dir: Any = "runs/notebooks", cache_dir: Any = None,
+def resolve(preset: Any = "quick", overrides: Any = (), device: Any = "auto", seed: Any = 0,
+            output_dir: Any = "runs/notebooks", cache_dir: Any = None,
             interactive: Any = "auto", **unknown: Any) -> NotebookParams:
     """Check the parameters cell, apply environment overrides, seed, return the run's params.
 
     Args:
-        preset: ``"smoke"``, ``"quick"`` or ``"paper"`` (``$VTAGML_NB_PRESET`` wins).
+        preset: a preset name (``configs/presets/<name>.yaml``; ``$VTAGML_NB_PRESET`` wins).
+        overrides: ``key.sub=value`` strings applied on top of the preset, as ``--set``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        seed: non-negative integer.
-        steps: training steps of the lesson runs, or None for the preset's.
-        size: image side (multiple of 32, >= 32), or None for the preset's.
+        seed: non-negative integer: the training seed.
         output_dir: folder for artifacts (``$VTAGML_NB_OUTPUT`` wins); created.
         cache_dir: data cache root; when given, ``$VTAGML_CACHE`` is set to it for the kernel.
         interactive: ``"auto"`` (widgets when a live kernel has ipywidgets), True or False;
             ``$VTAGML_NB_HEADLESS=1`` forces False.
 
     Raises:
-        NotebookParameterError: unknown parameter name, wrong type or value; the message lists
-            the valid values.
+        NotebookParameterError: unknown parameter name, wrong type or value, or an override the
+            config refuses; the message lists the valid values.
     """
+    from vtagml_core.config import ConfigError
+    from vtagml_core.runtime import seed_everything
+
     if unknown:
         raise NotebookParameterError(
             f"unknown notebook parameter(s) {', '.join(sorted(unknown))}; valid parameters: "
-            f"{', '.join(DEFAULTS)}"
+            f"{', '.join(DEFAULTS)} (sizes and budgets are overrides now, e.g. "
+            "overrides = [\"lesson.steps=10\"])"
         )
     overridden = []
     env_preset = os.environ.get(PRESET_ENV)
@@ -330,15 +309,20 @@ def resolve(preset: Any = "quick", device: Any = "auto", seed: Any = 0, steps: A
         overridden.append("output_dir")
     params = NotebookParams(
         preset=the_preset,
+        overrides=_check_overrides(list(overrides) if isinstance(overrides, tuple) else overrides),
+        cfg=None,
         device=_check_device(device),
         seed=_check_int("seed", seed, 0, allow_none=False),
-        steps=_check_int("steps", steps, 1, allow_none=True) or the_preset.steps,
-        size=_check_size(size) or the_preset.size,
         output_dir=_check_path("output_dir", output_dir, allow_none=False),
         cache_dir=_check_path("cache_dir", cache_dir, allow_none=True),
         interactive=_check_interactive(interactive),
         overridden=tuple(overridden),
     )
+    try:
+        params.cfg = params.kit_config()
+    except (ConfigError, ValueError) as err:
+        raise NotebookParameterError(f"preset {the_preset!r} with overrides {list(params.overrides)}: "
+                                     f"{err}") from err
     params.output_dir.mkdir(parents=True, exist_ok=True)
     if params.cache_dir is not None:
         os.environ[CACHE_ENV] = str(params.cache_dir)
@@ -352,5 +336,5 @@ def resolve(preset: Any = "quick", device: Any = "auto", seed: Any = 0, steps: A
     return params
 
 
-__all__ = ["DEFAULTS", "NotebookParameterError", "NotebookParams", "NotebookPreset", "PRESETS",
-           "resolve", "seed_everything", "project_root"]
+__all__ = ["DEFAULTS", "NotebookParameterError", "NotebookParams", "preset_description",
+           "project_root", "resolve", "widgets_available"]

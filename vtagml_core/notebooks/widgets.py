@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import copy
 import numbers
-import os
 from typing import Any, Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .params import HEADLESS_ENV, TRUE_STRINGS
+from .params import widgets_available
 
 #: A headless figure keeps at most this many options of the varied control (evenly spaced),
 #: so that the saved notebook and the report stay small.
@@ -38,19 +37,6 @@ MAX_STATIC_FIGURES: int = 24
 SLIDER_MIN_OPTIONS: int = 8
 
 Options = Sequence[Any] | Mapping[str, Any]
-
-
-def widgets_available() -> bool:
-    """True in a live IPython kernel with ipywidgets, unless ``$VTAGML_NB_HEADLESS`` is set."""
-    if os.environ.get(HEADLESS_ENV, "").strip().lower() in TRUE_STRINGS:
-        return False
-    try:
-        import ipywidgets  # noqa: F401
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def _labelled(options: Options, name: str) -> list[tuple[str, Any]]:

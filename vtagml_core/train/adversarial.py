@@ -48,7 +48,7 @@ from vtagml_core.tasks import task_channels
 from .distributed import average_over_ranks, troa_update
 from .losses import check_finite
 from .schedule import epoch_seed
-from .state import LAST_DIR, STATE_FILE, atomic_torch_save, collect_state, load_training_state
+from .state import STATE_FILE, load_training_state
 from .step import move_batch
 from .trainer import Trainer
 
@@ -199,7 +199,7 @@ class AdversarialTrainer(Trainer):
         a = self.adv_cfg
         self.disc_optimizer = torch.optim.Adam(self.discriminators.parameters(), lr=a.disc_lr,
                                                betas=(a.disc_beta1, a.disc_beta2))
-        if self.global_step > 0:  # resumed: the discriminators continue too
+        if self.progress.global_step > 0:  # resumed: the discriminators continue too
             state = load_training_state(self.out_dir / STATE_FILE)[STATE_KEY]
             self.discriminators.load_state_dict(state["discriminators"])
             self.disc_optimizer.load_state_dict(state["optimizer"])
@@ -222,7 +222,7 @@ class AdversarialTrainer(Trainer):
     def training_step(self, batch: dict) -> dict[str, Any]:
         """Supervised + adversarial generator step, then the discriminator step (module docstring)."""
         batch = move_batch(batch, self.device)
-        target = move_batch(self.target_batch(self.global_step), self.device)
+        target = move_batch(self.target_batch(self.progress.global_step), self.device)
         n = batch["image"].shape[0]
         images = torch.cat([batch["image"], target["image"]])
         features = concat_features(self.features(batch), self.features(target))
@@ -265,14 +265,11 @@ class AdversarialTrainer(Trainer):
         self.disc_optimizer.step()
         return dict(zip(names, mean.tolist()))
 
-    def save_checkpoint(self) -> None:
-        """``last/`` then ``state.pt`` with the discriminators inside (one atomic write)."""
-        if self.ctx.is_main:
-            self._save_model(LAST_DIR)
-            state = collect_state(self)
-            state[STATE_KEY] = {"discriminators": self.discriminators.state_dict(),
-                                "optimizer": self.disc_optimizer.state_dict()}
-            atomic_torch_save(state, self.out_dir / STATE_FILE)
+    def extra_state(self) -> dict[str, Any]:
+        """The trainer's extra state plus the discriminators and their optimizer."""
+        return {**super().extra_state(),
+                STATE_KEY: {"discriminators": self.discriminators.state_dict(),
+                            "optimizer": self.disc_optimizer.state_dict()}}
 
 
 __all__ = ["AdversarialConfig", "AdversarialTrainer", "DISC_SEED_OFFSET", "OutputDiscriminator",

@@ -46,8 +46,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vtagml_core.eval.metrics import MultiTaskMetrics
+from vtagml_core.metrics.multitask import MultiTaskMetrics
 from vtagml_core.model.troa import GRAD_NORM_EPS
+from vtagml_core.runtime import resolve_device
 
 #: Environment variables torchrun sets in every process.
 ENV_RANK, ENV_LOCAL_RANK, ENV_WORLD_SIZE = "RANK", "LOCAL_RANK", "WORLD_SIZE"
@@ -71,18 +72,6 @@ class DistContext:
     def is_main(self) -> bool:
         """Rank 0: the process that logs, shows progress bars and writes files."""
         return self.rank == 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> the current CUDA device when visible, else CPU; ``"cuda"`` without a GPU raises."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"train.device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is visible; use auto or cpu")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    # With an explicit index, so that it compares equal to the device tensors report (cuda:0).
-    return torch.device("cuda", torch.cuda.current_device())
 
 
 def init_distributed(device: str = "auto") -> DistContext:
@@ -156,7 +145,7 @@ def average_over_ranks(values: Tensor, ctx: DistContext) -> Tensor:
 
 
 def reduce_metrics(metrics: MultiTaskMetrics, ctx: DistContext) -> None:
-    """Sum every metric accumulator over ranks, in place (see :mod:`vtagml_core.eval.metrics_base`)."""
+    """Sum every metric accumulator over ranks, in place (see :mod:`vtagml_core.metrics.base`)."""
     if not ctx.distributed:
         return
     acc = {k: v.to(ctx.device) for k, v in metrics.accumulators().items()}

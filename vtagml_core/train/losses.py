@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtagml_core.eval.predictions import EDGE_GT_THRESHOLD, binarize_edges, to_prediction
+from vtagml_core.metrics.predictions import EDGE_GT_THRESHOLD, binarize_edges, to_prediction
 from vtagml_core.tasks import IGNORE_INDEX, parse_tasks
 
 #: berHu switches from L1 to the quadratic branch at c = this fraction of the batch's largest

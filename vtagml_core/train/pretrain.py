@@ -59,9 +59,10 @@ from vtagml_core.config import to_dict
 from vtagml_core.data.cache import default_cache_root
 from vtagml_core.data.dataset import PretextDataset, SyntheticDataset
 from vtagml_core.data.synthetic.domains import TEXTURE_NAMES
-from vtagml_core.eval.metrics_dense import SegMetrics
+from vtagml_core.metrics.dense import SegMetrics
 from vtagml_core.model.backbone import BackboneConfig, FrozenBackbone
 from vtagml_core.model.pretext import DEFAULT_HEAD_CHANNELS, PretextModel, pretext_losses
+from vtagml_core.runtime import resolve_device
 from vtagml_core.tasks import IGNORE_INDEX
 
 from .feature_cache import CachedFeatureDataset, features_from_batch
@@ -147,14 +148,6 @@ class PretrainResult:
     eval_after: dict[str, float]
     majority_texture_accuracy: float
     losses: list[dict[str, float]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA device is visible; use auto or cpu")
-    return torch.device(name)
 
 
 def _current_umask() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from vtagml_core.eval.metrics import METRIC_DIRECTIONS, PRIMARY_METRICS
+from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 
 #: Relative changes in :func:`selection_score` are divided by at least this (a reference
 #: metric of exactly 0, e.g. an odsF of 0 after the first epoch, would divide by zero).
@@ -40,9 +40,9 @@ def selection_score(metrics: dict[str, dict[str, float]],
     """Which epoch is "best": mean over tasks of the signed relative change of the primary metric.
 
     ``score = (1/T) sum_t s_t (M_t - R_t) / max(|R_t|, eps)`` with M_t the task's
-    :data:`~vtagml_core.eval.metrics.PRIMARY_METRICS` value (mIoU, depth RMSE, normals mean
+    :data:`~vtagml_core.metrics.multitask.PRIMARY_METRICS` value (mIoU, depth RMSE, normals mean
     error, odsF), R_t the same metric at the run's first validation, s_t = +1 where higher is
-    better and -1 where lower is better. It is delta_m's rule (:mod:`vtagml_core.eval.delta_m`)
+    better and -1 where lower is better. It is delta_m's rule (:mod:`vtagml_core.metrics.delta_m`)
     with the first validation standing in for the single-task model: scale-free, so a task
     measured in degrees does not outweigh one measured in [0, 1]. Higher is better; the first
     validation scores 0.

@@ -28,9 +28,11 @@ saying what to do; the trainer never deletes or overwrites such a file by itself
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -278,13 +280,6 @@ def restore_rng_state(state: dict[str, Tensor]) -> None:
             torch.cuda.set_rng_state_all(saved)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and python's ``random`` with ``seed``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
 # --------------------------------------------------------------------------- the trainer's state
 
 
@@ -295,51 +290,94 @@ def troa_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {path: m for path, m in model.named_modules() if isinstance(m, TROA)}
 
 
-def collect_state(trainer: Any) -> dict:
-    """Everything :class:`vtagml_core.train.trainer.Trainer` needs to resume exactly."""
-    model = trainer.model
+@dataclass
+class Progress:
+    """Where a run stands: counters, the best validation score so far and the epoch history.
+
+    The trainer owns one and advances it; :func:`collect_state` / :func:`apply_state` store it
+    in ``state.pt`` through :meth:`state_dict` / :meth:`load_state_dict` (plain numbers and a
+    JSON string, so ``torch.load(weights_only=True)`` reads it back).
+
+    Attributes:
+        epoch: epochs fully done.
+        batch_in_epoch: batches done in the current epoch.
+        global_step: optimizer steps done.
+        epoch_seconds_so_far, epoch_loss_sum: the current epoch's training time and loss sum.
+        best_score, best_epoch: the selection rule's best validation score and its epoch.
+        reference: the first validation metrics (the selection rule's reference).
+        history: one record per finished epoch.
+    """
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    epoch_seconds_so_far: float = 0.0
+    epoch_loss_sum: float = 0.0
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    reference: dict | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def start_epoch(self) -> None:
+        """The counters of a new epoch (after the previous one ended)."""
+        self.epoch += 1
+        self.batch_in_epoch, self.epoch_seconds_so_far, self.epoch_loss_sum = 0, 0.0, 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counters": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                             "global_step": self.global_step, "best_epoch": self.best_epoch},
+                "floats": {"best_score": self.best_score,
+                           "epoch_seconds_so_far": self.epoch_seconds_so_far,
+                           "epoch_loss_sum": self.epoch_loss_sum},
+                "json": json.dumps({"reference": self.reference, "history": self.history})}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        counters, floats = state["counters"], state["floats"]
+        self.epoch, self.batch_in_epoch = counters["epoch"], counters["batch_in_epoch"]
+        self.global_step, self.best_epoch = counters["global_step"], counters["best_epoch"]
+        self.best_score = floats["best_score"]
+        self.epoch_seconds_so_far = floats["epoch_seconds_so_far"]
+        self.epoch_loss_sum = floats["epoch_loss_sum"]
+        extra = json.loads(state["json"])
+        self.reference, self.history = extra["reference"], extra["history"]
+
+
+def collect_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                  progress: Progress, world_size: int) -> dict:
+    """Everything a run needs to resume exactly (module docstring)."""
     histories = {}
     for path, troa in troa_modules(model).items():
         steps, mats = troa.history_tensor()
         histories[path] = {"steps": steps, "mats": mats}
+    saved = progress.state_dict()
+    saved["counters"]["world_size"] = world_size
     return {
         "version": STATE_VERSION,
         "model": mutable_model_state(model),
         "troa_history": histories,
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "rng": capture_rng_state(),
-        "counters": {"epoch": trainer.epoch, "batch_in_epoch": trainer.batch_in_epoch,
-                     "global_step": trainer.global_step, "best_epoch": trainer.best_epoch,
-                     "world_size": trainer.ctx.world_size},
-        "floats": {"best_score": trainer.best_score,
-                   "epoch_seconds_so_far": trainer.epoch_seconds_so_far,
-                   "epoch_loss_sum": trainer.epoch_loss_sum},
-        "json": json.dumps({"reference": trainer.reference, "history": trainer.history}),
+        **saved,
     }
 
 
-def apply_state(trainer: Any, state: dict, source: Path) -> None:
-    """Inverse of :func:`collect_state` (the random generators are restored by ``fit``)."""
+def apply_state(state: dict, source: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: Any, progress: Progress, world_size: int) -> dict[str, Tensor]:
+    """Inverse of :func:`collect_state`; returns the random generators' states, which the
+    caller restores when training starts (so nothing between now and then draws from them)."""
     counters = state["counters"]
-    if counters["world_size"] != trainer.ctx.world_size:
+    if counters["world_size"] != world_size:
         raise CheckpointError(
             f"{source} was saved by a run of {counters['world_size']} process(es), this one has "
-            f"{trainer.ctx.world_size}: resume with the same number of processes (the data order "
-            "and global batch depend on it)")
-    load_mutable_model_state(trainer.model, state["model"], source)
-    troas = troa_modules(trainer.model)
+            f"{world_size}: resume with the same number of processes (the data order and global "
+            "batch depend on it)")
+    load_mutable_model_state(model, state["model"], source)
+    troas = troa_modules(model)
     for path, hist in state["troa_history"].items():
         if path in troas and hist["steps"].numel():
             troas[path].load_history(hist["steps"], hist["mats"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.epoch, trainer.batch_in_epoch = counters["epoch"], counters["batch_in_epoch"]
-    trainer.global_step, trainer.best_epoch = counters["global_step"], counters["best_epoch"]
-    floats = state["floats"]
-    trainer.best_score = floats["best_score"]
-    trainer.epoch_seconds_so_far = floats["epoch_seconds_so_far"]
-    trainer.epoch_loss_sum = floats["epoch_loss_sum"]
-    extra = json.loads(state["json"])
-    trainer.reference, trainer.history = extra["reference"], extra["history"]
-    trainer._rng_to_restore = state["rng"]
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    progress.load_state_dict(state)
+    return state["rng"]

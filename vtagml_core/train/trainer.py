@@ -13,7 +13,7 @@ omega -> optimizer step -> scheduler step. After every epoch the model is evalua
 validation split and checkpointed. Files in ``out_dir``:
 
 =================  ====================================================================
-``config.json``    the resolved :class:`~vtagml_core.experiment.KitConfig`, method, loss tasks
+``config.json``    the resolved :class:`~vtagml_core.train.config.KitConfig`, method, loss tasks
 ``log.jsonl``      one record per step and per epoch (:mod:`vtagml_core.train.logging`)
 ``last/``          model after the latest checkpoint (safetensors + JSON config)
 ``best/``          model of the best validation epoch (rule: :func:`.results.selection_score`)
@@ -51,7 +51,6 @@ process (each task's backward would need its own all-reduce under DDP).
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -62,9 +61,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vtagml_core.config import to_dict
-from vtagml_core.eval.metrics import MultiTaskMetrics
-from vtagml_core.experiment import KitConfig
-from vtagml_core.model.checkpoint import load_model, save_model
+from vtagml_core.data.config import build_dataset
+from vtagml_core.metrics.multitask import MultiTaskMetrics
+from vtagml_core.train.config import KitConfig
+from vtagml_core.baselines.factory import load_model
+from vtagml_core.model.checkpoint import save_model
+from vtagml_core.runtime import seed_everything
 from vtagml_core.tasks import parse_tasks
 
 from .balancing import Balancer, build_balancer
@@ -72,13 +74,13 @@ from .distributed import (average_over_ranks, barrier, init_distributed, reduce_
                           troa_update, wrap_model)
 from .feature_cache import CachedFeatureDataset, features_from_batch
 from .logging import LOG_FILE, JsonlLogger, truncate_log, write_json
-from .losses import MultiTaskLoss, check_finite, class_pixel_counts, class_weights_from_frequencies
+from .losses import MultiTaskLoss, class_pixel_counts, class_weights_from_frequencies
 from .results import FitResult, selection_score
 from .schedule import EpochBatchSampler, ShardSampler, build_scheduler, epoch_seed, steps_per_epoch
-from .state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE, STATE_FILE, apply_state,
+from .state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE, STATE_FILE, Progress, apply_state,
                     atomic_torch_save, backbone_frozen, collect_state, open_run_folder,
-                    restore_rng_state, seed_everything)
-from .step import move_batch
+                    restore_rng_state)
+from .step import move_batch, train_step
 
 __all__ = ["BEST_DIR", "LAST_DIR", "RESULTS_FILE", "RUN_CONFIG_FILE", "STATE_FILE", "FitResult",
            "Trainer", "selection_score"]
@@ -148,19 +150,17 @@ class Trainer:
                                          tc.min_lr_ratio)
         self.ddp_model = wrap_model(model, self.ctx, find_unused_parameters=not all_tasks)
         self.logger = JsonlLogger(self.out_dir / LOG_FILE, enabled=self.ctx.is_main)
-        # Counters (restored on resume): epochs fully done, batches done in the current epoch.
-        self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
-        self.epoch_seconds_so_far, self.epoch_loss_sum = 0.0, 0.0
-        self.best_score, self.best_epoch = -math.inf, 0
-        self.reference: dict | None = None
-        self.history: list[dict[str, Any]] = []
+        # Counters, best score and history (restored on resume): :class:`.state.Progress`.
+        self.progress = Progress()
         self._rng_to_restore: dict | None = None
         if state is not None:
-            apply_state(self, state, self.out_dir / STATE_FILE)
+            self._rng_to_restore = apply_state(state, self.out_dir / STATE_FILE, model,
+                                               self.optimizer, self.scheduler, self.progress,
+                                               self.ctx.world_size)
             if BALANCER_STATE_KEY in state:
                 self.balancer.load_state_dict(state[BALANCER_STATE_KEY])
             if self.ctx.is_main:
-                truncate_log(self.out_dir / LOG_FILE, self.global_step, self.epoch)
+                truncate_log(self.out_dir / LOG_FILE, self.progress.global_step, self.progress.epoch)
         barrier(self.ctx)
 
     # ------------------------------------------------------------------ setup
@@ -168,16 +168,12 @@ class Trainer:
         """The given datasets, or the synthetic splits (rank 0 renders first, the others wait)."""
         if train_set is not None and val_set is not None:
             return train_set, val_set
-        from vtagml_core.data.dataset import SyntheticDataset
-
-        d = self.cfg.data
-        kw = dict(size=d.size, seed=d.seed, root=Path(d.cache_root) if d.cache_root else None,
-                  progress=self.ctx.is_main and self.cfg.train.progress)
+        show = self.ctx.is_main and self.cfg.train.progress
         if not self.ctx.is_main:
             barrier(self.ctx)
-        train = (SyntheticDataset(d.domain, "train", self.loss_tasks, d.train_count, **kw)
+        train = (build_dataset(self.cfg.data, "train", self.loss_tasks, progress=show)
                  if train_set is None else train_set)
-        val = SyntheticDataset(d.domain, "val", self.tasks, d.val_count, **kw) if val_set is None else val_set
+        val = build_dataset(self.cfg.data, "val", self.tasks, progress=show) if val_set is None else val_set
         if self.ctx.is_main:
             barrier(self.ctx)
         return train, val
@@ -273,26 +269,22 @@ class Trainer:
             FloatingPointError: a loss is NaN/inf (names it) before any weight changed.
         """
         batch = move_batch(batch, self.device)
-        with self.autocast():
-            outputs = self.ddp_model(batch["image"], features=self.features(batch),
-                                     track_task_grads=self.track_troa)
-            total, losses = self.compute_losses(outputs, batch)
-        names = ["total", *losses]
-        mean = average_over_ranks(torch.stack([total.detach().float(),
-                                               *(v.detach().float() for v in losses.values())]), self.ctx)
-        check_finite(dict(zip(names, mean)))  # same values on every rank: all stop together
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.balancer.gradient_based:
-            extras = [v for k, v in losses.items() if k not in self.loss_tasks]
-            self.balancer.backward(self.weighted_task_losses(losses), self.trainable,
-                                   extra=sum(extras) if extras else None)
-        else:
+        result = train_step(self.model, batch, self.compute_losses, self.optimizer,
+                            forward=self.ddp_model, features=self.features(batch),
+                            track_task_grads=self.track_troa, autocast=self.autocast(),
+                            mean_over_ranks=lambda v: average_over_ranks(v, self.ctx),
+                            backward=self._backward,
+                            update_affinity=lambda model: troa_update(model, self.ctx))
+        return {"loss": result.loss, "losses": result.task_losses, "similarity": result.similarity}
+
+    def _backward(self, total: Tensor, losses: dict[str, Tensor]) -> None:
+        """``total.backward()``, or the gradient-based balancer's combination of task gradients."""
+        if not self.balancer.gradient_based:
             total.backward()
-        sim = troa_update(self.model, self.ctx) if self.track_troa else None
-        self.optimizer.step()
-        values = mean.tolist()
-        return {"loss": values[0], "losses": dict(zip(names[1:], values[1:])),
-                "similarity": None if sim is None else sim.detach().cpu()}
+            return
+        extras = [v for k, v in losses.items() if k not in self.loss_tasks]
+        self.balancer.backward(self.weighted_task_losses(losses), self.trainable,
+                               extra=sum(extras) if extras else None)
 
     def _guarded_step(self, batch: dict) -> dict[str, Any]:
         try:
@@ -339,7 +331,7 @@ class Trainer:
             self._rng_to_restore = None
         show = self.ctx.is_main and self.cfg.train.progress
         self.model.train()
-        while self.epoch < self.cfg.train.epochs and self.global_step < self.total_steps:
+        while self.progress.epoch < self.cfg.train.epochs and self.progress.global_step < self.total_steps:
             self._train_epoch(show)
             self._end_epoch()
         result = self._finish()
@@ -347,74 +339,82 @@ class Trainer:
         return result
 
     def _train_epoch(self, show: bool) -> None:
-        tc, epoch = self.cfg.train, self.epoch
-        loader = self.train_loader(epoch, self.batch_in_epoch)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch, disable=not show,
+        tc, epoch = self.cfg.train, self.progress.epoch
+        loader = self.train_loader(epoch, self.progress.batch_in_epoch)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.progress.batch_in_epoch, disable=not show,
                    desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False)
-        started = time.perf_counter() - self.epoch_seconds_so_far
+        started = time.perf_counter() - self.progress.epoch_seconds_so_far
         for batch in loader:
             t0 = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
             out = self._guarded_step(batch)
             self.scheduler.step()
-            self.global_step += 1
-            self.batch_in_epoch += 1
-            self.epoch_seconds_so_far = time.perf_counter() - started
-            self.epoch_loss_sum += out["loss"]
-            self.logger.log({"kind": "step", "step": self.global_step, "epoch": epoch + 1, "lr": lr,
-                             "loss": out["loss"], "losses": out["losses"],
-                             "seconds": time.perf_counter() - t0})
+            self.progress.global_step += 1
+            self.progress.batch_in_epoch += 1
+            self.progress.epoch_seconds_so_far = time.perf_counter() - started
+            self.progress.epoch_loss_sum += out["loss"]
+            record = {"kind": "step", "step": self.progress.global_step, "epoch": epoch + 1, "lr": lr,
+                      "loss": out["loss"], "losses": out["losses"],
+                      "seconds": time.perf_counter() - t0}
+            if out["similarity"] is not None:  # TROA's gradient cosine of this step, (N, N)
+                record["similarity"] = out["similarity"].tolist()
+            self.logger.log(record)
             bar.update(1)
             bar.set_postfix(loss=f"{out['loss']:.4f}")
-            done = self.global_step >= self.total_steps
+            done = self.progress.global_step >= self.total_steps
             if done:
                 break
-            if (tc.save_every_steps and self.global_step % tc.save_every_steps == 0
-                    and self.batch_in_epoch < self.steps_per_epoch):
+            if (tc.save_every_steps and self.progress.global_step % tc.save_every_steps == 0
+                    and self.progress.batch_in_epoch < self.steps_per_epoch):
                 self.save_checkpoint()
         bar.close()
 
     def _end_epoch(self) -> None:
         t0 = time.perf_counter()
         val = self.evaluate()
-        if self.reference is None:
-            self.reference = val
-        score = selection_score(val, self.reference)
-        improved = score > self.best_score
-        steps_done = self.global_step - self.epoch * self.steps_per_epoch
-        record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.global_step,
-                  "train_loss": self.epoch_loss_sum / max(1, steps_done),
+        if self.progress.reference is None:
+            self.progress.reference = val
+        score = selection_score(val, self.progress.reference)
+        improved = score > self.progress.best_score
+        steps_done = self.progress.global_step - self.progress.epoch * self.steps_per_epoch
+        record = {"kind": "epoch", "epoch": self.progress.epoch + 1, "step": self.progress.global_step,
+                  "train_loss": self.progress.epoch_loss_sum / max(1, steps_done),
                   "val": val, "score": score, "best": improved,
-                  "epoch_seconds": self.epoch_seconds_so_far,
+                  "epoch_seconds": self.progress.epoch_seconds_so_far,
                   "val_seconds": time.perf_counter() - t0}
         self.logger.log(record)
-        self.history.append(record)
+        self.progress.history.append(record)
         if improved:
-            self.best_score, self.best_epoch = score, self.epoch + 1
+            self.progress.best_score, self.progress.best_epoch = score, self.progress.epoch + 1
             self._save_model(BEST_DIR, {"score": score, "val": val})
         self.balancer.end_epoch()
-        self.epoch += 1
-        self.batch_in_epoch, self.epoch_seconds_so_far, self.epoch_loss_sum = 0, 0.0, 0.0
+        self.progress.start_epoch()
         self.save_checkpoint()
 
     # ------------------------------------------------------------------ files
     def _save_model(self, name: str, meta: dict | None = None) -> None:
         if self.ctx.is_main:
             save_model(self.model, self.out_dir / name,
-                       meta={"method": self.method, "epochs_done": self.epoch,
-                             "step": self.global_step, **(meta or {})})
+                       meta={"method": self.method, "epochs_done": self.progress.epoch,
+                             "step": self.progress.global_step, **(meta or {})})
 
     def save_checkpoint(self) -> None:
         """Write ``last/`` and then ``state.pt``, each atomically (rank 0 only).
 
         ``state.pt`` carries the weights too (:mod:`vtagml_core.train.state`), so a kill
-        between the two writes still resumes from a consistent state.
+        between the two writes still resumes from a consistent state. Subclasses add their own
+        parts through :meth:`extra_state`.
         """
         if self.ctx.is_main:
             self._save_model(LAST_DIR)
-            state = collect_state(self)
-            state[BALANCER_STATE_KEY] = self.balancer.state_dict()
+            state = collect_state(self.model, self.optimizer, self.scheduler, self.progress,
+                                  self.ctx.world_size)
+            state.update(self.extra_state())
             atomic_torch_save(state, self.out_dir / STATE_FILE)
+
+    def extra_state(self) -> dict[str, Any]:
+        """What ``state.pt`` holds beyond the model, optimizer and progress: the balancer."""
+        return {BALANCER_STATE_KEY: self.balancer.state_dict()}
 
     def _run_config(self) -> dict[str, Any]:
         return {"method": self.method, "loss_tasks": list(self.loss_tasks),
@@ -422,25 +422,25 @@ class Trainer:
 
     def _finish(self) -> FitResult:
         """Write results.json (rank 0) and return the :class:`FitResult`."""
-        best = next((r for r in self.history if r["epoch"] == self.best_epoch), None)
-        last = self.history[-1] if self.history else None
-        full = [r["epoch_seconds"] for r in self.history
+        best = next((r for r in self.progress.history if r["epoch"] == self.progress.best_epoch), None)
+        last = self.progress.history[-1] if self.progress.history else None
+        full = [r["epoch_seconds"] for r in self.progress.history
                 if r["step"] == r["epoch"] * self.steps_per_epoch]
         if self.ctx.is_main:
             write_json(self.out_dir / RESULTS_FILE, {
                 "method": self.method, "tasks": list(self.tasks), "loss_tasks": list(self.loss_tasks),
                 "where": self.describe(),
-                "best": {"epoch": self.best_epoch, "score": self.best_score,
+                "best": {"epoch": self.progress.best_epoch, "score": self.progress.best_score,
                          "metrics": best["val"] if best else {}},
-                "last": {"epoch": self.epoch, "metrics": last["val"] if last else {}},
-                "steps": self.global_step, "epochs": self.epoch,
-                "train_seconds": sum(r["epoch_seconds"] for r in self.history),
+                "last": {"epoch": self.progress.epoch, "metrics": last["val"] if last else {}},
+                "steps": self.progress.global_step, "epochs": self.progress.epoch,
+                "train_seconds": sum(r["epoch_seconds"] for r in self.progress.history),
                 "seconds_per_epoch": sum(full) / len(full) if full else None,
                 "world_size": self.ctx.world_size, "device": str(self.device),
                 "feature_cache": self.use_feature_cache,
                 "parameters": self.model.parameter_report()})
         return FitResult(self.model, best["val"] if best else {}, last["val"] if last else {},
-                         self.out_dir, list(self.history))
+                         self.out_dir, list(self.progress.history))
 
     def describe(self) -> str:
         """Where the validation numbers come from: dataset, split size, resolution, backbone."""

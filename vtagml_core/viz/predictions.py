@@ -5,7 +5,7 @@ its label (when the dataset has it) and the prediction, coloured like the datase
 (:mod:`vtagml_core.viz.samples`): segmentation in the class colours, depth in viridis with one
 range per row shared by label and prediction (so the two are comparable), normals as RGB,
 edges in grey. Raw head outputs become predictions with
-:func:`vtagml_core.eval.predictions.to_predictions` (argmax of the seg logits, depth clamped
+:func:`vtagml_core.metrics.predictions.to_predictions` (argmax of the seg logits, depth clamped
 to >= 0, unit normals, edge probabilities), the same reading the metrics use.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, device: str | torch.de
         ``{task: array}``: seg ``(N, H, W)`` class ids, depth ``(N, H, W)``, normals
         ``(N, 3, H, W)`` unit vectors, edges ``(N, H, W)`` probabilities.
     """
-    from vtagml_core.eval.predictions import to_predictions
+    from vtagml_core.metrics.predictions import to_predictions
 
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")

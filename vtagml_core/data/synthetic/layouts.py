@@ -1,4 +1,4 @@
-"""Procedural layouts: where the primitives of a room or a street go (DESIGN.md section 5).
+"""Procedural layouts: where the primitives of a room or a street go, and :func:`sample_scene`.
 
 Each layout function draws from a :class:`numpy.random.Generator` only, so a scene depends on
 its seed alone. Objects stand on the floor / ground (y = 0, or the curb height on pavements)
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .domains import RoomSpec, StreetSpec
-from .scene import (Camera, MaterialSampler, Primitive, make_box, make_cylinder,
+from .domains import MIXED_DOMAIN, MIXED_SOURCES, RoomSpec, StreetSpec, get_domain
+from .scene import (Camera, MaterialSampler, Primitive, Scene, make_box, make_cylinder,
                     make_sphere)
 
 #: Placement attempts per object before it is dropped.
@@ -271,3 +271,30 @@ def street_layout(spec: StreetSpec, rng: np.random.Generator,
         if spot is not None:
             prims.append(make_sphere((spot[0], CURB_HEIGHT + r, spot[1]), r, mat("ball")))
     return camera, prims
+
+
+def sample_scene(domain: str, seed: int) -> Scene:
+    """Sample the scene of ``domain`` (or ``"mixed"``) for an integer ``seed``."""
+    rng = np.random.default_rng(seed)
+    if domain == MIXED_DOMAIN:
+        domain = MIXED_SOURCES[int(rng.integers(len(MIXED_SOURCES)))]
+    spec = get_domain(domain)
+    names = list(spec.layout_weights)
+    weights = np.array([spec.layout_weights[n] for n in names], dtype=float)
+    layout = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    sampler = MaterialSampler(spec.appearance, rng)
+    if layout == "room":
+        camera, prims = room_layout(spec.room, rng, sampler)
+    else:
+        camera, prims = street_layout(spec.street, rng, sampler)
+
+    light = spec.lighting
+    elevation = np.radians(rng.uniform(*light.elevation_deg))
+    azimuth = rng.uniform(0.0, 2.0 * np.pi)
+    light_dir = np.array([np.cos(elevation) * np.sin(azimuth), np.sin(elevation),
+                          np.cos(elevation) * np.cos(azimuth)])
+    return Scene(domain=domain, layout=layout, camera=camera, primitives=prims,
+                 materials=sampler.materials, light_dir=light_dir,
+                 light_color=np.array(light.light_color, dtype=float) / 255.0,
+                 ambient=float(rng.uniform(*light.ambient)),
+                 intensity=float(rng.uniform(*light.intensity)), spec=spec)

@@ -25,7 +25,8 @@ from .appearance import shade_image, surface_albedo
 from .domains import check_domain_name
 from .edges import sobel_edges
 from .raycast import cast_rays
-from .scene import Camera, sample_scene
+from .layouts import sample_scene
+from .scene import Camera
 
 #: Second entropy word of the sensor-noise generator (keeps it apart from the scene stream).
 NOISE_STREAM: int = 1

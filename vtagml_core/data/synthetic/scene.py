@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..classes import CLASS_ID
-from .domains import (MIXED_DOMAIN, MIXED_SOURCES, NUM_SURFACE_TEXTURES, AppearanceSpec,
-                      DomainSpec, get_domain)
+from .domains import NUM_SURFACE_TEXTURES, AppearanceSpec, DomainSpec
 
 #: Primitive kinds understood by :mod:`.raycast`.
 PRIMITIVE_KINDS: tuple[str, ...] = ("box", "sphere", "cylinder")
@@ -199,33 +198,3 @@ class MaterialSampler:
                        phase=(float(rng.random()), float(rng.random())))
         self.materials.append(mat)
         return len(self.materials) - 1
-
-
-def sample_scene(domain: str, seed: int) -> Scene:
-    """Sample the scene of ``domain`` (or ``"mixed"``) for an integer ``seed``."""
-    # imported here: layouts imports this module's builders
-    from .layouts import room_layout, street_layout
-
-    rng = np.random.default_rng(seed)
-    if domain == MIXED_DOMAIN:
-        domain = MIXED_SOURCES[int(rng.integers(len(MIXED_SOURCES)))]
-    spec = get_domain(domain)
-    names = list(spec.layout_weights)
-    weights = np.array([spec.layout_weights[n] for n in names], dtype=float)
-    layout = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    sampler = MaterialSampler(spec.appearance, rng)
-    if layout == "room":
-        camera, prims = room_layout(spec.room, rng, sampler)
-    else:
-        camera, prims = street_layout(spec.street, rng, sampler)
-
-    light = spec.lighting
-    elevation = np.radians(rng.uniform(*light.elevation_deg))
-    azimuth = rng.uniform(0.0, 2.0 * np.pi)
-    light_dir = np.array([np.cos(elevation) * np.sin(azimuth), np.sin(elevation),
-                          np.cos(elevation) * np.cos(azimuth)])
-    return Scene(domain=domain, layout=layout, camera=camera, primitives=prims,
-                 materials=sampler.materials, light_dir=light_dir,
-                 light_color=np.array(light.light_color, dtype=float) / 255.0,
-                 ambient=float(rng.uniform(*light.ambient)),
-                 intensity=float(rng.uniform(*light.intensity)), spec=spec)

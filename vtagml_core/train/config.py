@@ -1,62 +1,46 @@
-"""The kit's top-level config: data, model and a short training run, loaded from YAML.
+"""The kit's run config (data, model, training, lessons) and its presets, loaded from YAML.
 
-``configs/tiny-cpu.yaml`` is the quick CPU preset (the default), ``configs/paper.yaml`` the
-paper's scale (Swin-B V2 at 256x256, for a GPU). Any field can be overridden from the command
-line with ``--set key.sub=value`` (see :mod:`vtagml_core.config`).
+**Presets are YAML files selected by name**: ``configs/presets/<name>.yaml`` (``smoke`` for
+the tests, ``quick`` for a CPU session, ``paper`` for a GPU at the paper's scale). A preset may
+start from another with ``inherit: <name>`` and change only what differs, so every
+hyperparameter has one home. Any field can be overridden with ``key.sub=value`` strings: the
+CLI's ``--set``, the ``overrides`` list of a notebook's parameters cell and the settings all
+pass them to :func:`load_kit_config` (see :mod:`vtagml_core.config` and ``docs/presets.md``)::
+
+    cfg = load_kit_config(preset="quick", overrides=["train.lr=0.004"])
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vtagml_core.config import load_config
+from vtagml_core.config import CONFIG_DIR, load_config
+from vtagml_core.data.config import DataConfig
 from vtagml_core.model.vtagml import ModelConfig
 from vtagml_core.tasks import parse_tasks
 
-#: Preset name -> config file, relative to the repository's ``configs/`` folder.
-PRESETS: dict[str, str] = {"quick": "tiny-cpu.yaml", "paper": "paper.yaml"}
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from .balancing import BALANCERS, build_balancer
 
-
-@dataclass
-class DataConfig:
-    """Which synthetic domain and how many scenes of each split, at what size.
-
-    ``size`` must equal ``model.backbone.img_size`` (the backbone is built for one size).
-    ``batch_size`` is per process: under ``torchrun --nproc_per_node=K`` the global batch of one
-    optimizer step is ``K * batch_size``.
-    """
-
-    domain: str = "indoor"
-    size: int = 128
-    train_count: int = 512
-    val_count: int = 128
-    test_count: int = 128
-    pretext_count: int = 1024
-    seed: int = 0
-    cache_root: str | None = None
-    batch_size: int = 8
-    num_workers: int = 0
+#: Folder of the preset files (``<name>.yaml``).
+PRESETS_DIR: Path = CONFIG_DIR / "presets"
 
 
 @dataclass
 class TrainConfig:
-    """How the trainer runs (:mod:`vtagml_core.train.trainer`; DESIGN.md section 3, "Training").
+    """How the trainer runs (:mod:`vtagml_core.train.trainer`; ``docs/method.md``, "Training").
 
     Budget:
         epochs: passes over the training split (the unit of validation and checkpoints).
         max_steps: optional cap on optimizer steps (``None``: ``epochs`` full passes).
-        steps: older name of ``max_steps`` (kept so that ``--set train.steps=N`` still works);
-            set one of the two, not both to different values.
 
-    Optimisation (DESIGN.md section 3, "Training": Adam, warm-up then cosine decay; the
+    Optimisation (``docs/method.md``, "Training": Adam, warm-up then cosine decay; the
     paper's digest says the same and gives no numbers, so the values are the kit's):
         lr: peak Adam learning rate, reached at the end of the warm-up.
         warmup_steps: linear warm-up length in optimizer steps.
         min_lr_ratio: the cosine decays to ``min_lr_ratio * lr`` at the last step.
         class_weight_power: segmentation CE weights ~ frequency^-power, counted on the train
-            split (0 disables; DESIGN.md section 5 measured 0.5 as essential on the synthetic
-            classes).
+            split (0 disables; 0.5 was measured as essential on the synthetic classes, see
+            ``docs/benchmark.md``).
         depth_loss, edge_loss: see :mod:`vtagml_core.train.losses`.
         task_weights: lambda_t per task (missing tasks: 1).
         balancer: how the task losses become one update (:mod:`vtagml_core.train.balancing`):
@@ -80,7 +64,6 @@ class TrainConfig:
 
     epochs: int = 1
     max_steps: int | None = None
-    steps: int | None = None
     lr: float = 2e-3
     warmup_steps: int = 5
     min_lr_ratio: float = 0.05
@@ -99,14 +82,7 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> "TrainConfig":
-        """Check ranges and fold the legacy ``steps`` into ``max_steps``."""
-        if self.steps is not None:
-            if self.max_steps is not None and self.max_steps != self.steps:
-                raise ValueError(
-                    f"train.steps ({self.steps}) and train.max_steps ({self.max_steps}) disagree; "
-                    "train.steps is the older name of train.max_steps: set only max_steps"
-                )
-            self.max_steps, self.steps = self.steps, None
+        """Check ranges; a bad value raises naming the field and what it must be."""
         checks = [
             (self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}"),
             (self.max_steps is None or self.max_steps >= 1,
@@ -125,8 +101,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        from vtagml_core.train.balancing import BALANCERS, build_balancer
-
         if self.balancer not in BALANCERS:
             raise ValueError(f"train.balancer must be one of {', '.join(BALANCERS)}, got {self.balancer!r}")
         build_balancer(self.balancer, ("seg", "depth"), **dict(self.balancer_options))  # checks options
@@ -134,14 +108,38 @@ class TrainConfig:
 
 
 @dataclass
+class LessonConfig:
+    """Budgets of the notebooks' lessons (they train with the same step and trainer as the rest).
+
+    Attributes:
+        steps: optimizer steps of the short run that lessons 02-04 share (the model whose TROA
+            affinity, TAA biases and TSN scales they show).
+        scenes_per_domain: scenes per domain in the benchmark tour and statistics (notebook 00).
+    """
+
+    steps: int = 60
+    scenes_per_domain: int = 64
+
+    def validate(self) -> "LessonConfig":
+        if self.steps < 1 or self.scenes_per_domain < 1:
+            raise ValueError(f"lesson.steps and lesson.scenes_per_domain must be >= 1, got "
+                             f"{self.steps} and {self.scenes_per_domain}")
+        return self
+
+
+@dataclass
 class KitConfig:
+    """One run: its data, model, training and (for notebooks) lesson budgets."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    lesson: LessonConfig = field(default_factory=LessonConfig)
 
     def validate(self) -> "KitConfig":
         parse_tasks(self.model.tasks)
         self.train.validate()
+        self.lesson.validate()
         if self.data.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if self.data.size <= 0:
@@ -155,16 +153,27 @@ class KitConfig:
         return self
 
 
+def preset_names() -> list[str]:
+    """The presets there are: the YAML files of :data:`PRESETS_DIR`, sorted."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
 def preset_path(preset: str) -> Path:
-    """Config file of a preset; unknown presets raise listing the valid ones."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    return CONFIG_DIR / PRESETS[preset]
+    """Config file of a preset; an unknown preset raises listing the valid ones."""
+    path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(preset_names())} "
+                         f"(the files of {PRESETS_DIR})")
+    return path
 
 
 def load_kit_config(path: str | Path | None = None, overrides: list[str] | None = None,
                     preset: str | None = None) -> KitConfig:
-    """Load a :class:`KitConfig` from a file or a preset, then apply ``key=value`` overrides."""
+    """A validated :class:`KitConfig` from a file or a preset, then ``key=value`` overrides."""
     if path is None and preset is not None:
         path = preset_path(preset)
     return load_config(KitConfig, path, overrides).validate()
+
+
+__all__ = ["KitConfig", "LessonConfig", "PRESETS_DIR", "TrainConfig", "load_kit_config",
+           "preset_names", "preset_path"]

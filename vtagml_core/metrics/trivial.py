@@ -13,7 +13,7 @@ from torch import Tensor
 
 from vtagml_core.tasks import IGNORE_INDEX
 
-from .metrics import MultiTaskMetrics
+from .multitask import MultiTaskMetrics
 
 #: Logit magnitude that makes the constant segmentation prediction one-hot after argmax.
 _ONE_HOT_LOGIT = 1.0

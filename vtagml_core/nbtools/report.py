@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runner import REPORT_TAG, RunResult
+from .results import REPORT_TAG, RunResult
 
 REPORT_MD, REPORT_HTML, FIGURES_DIR = "report.md", "report.html", "figures"
 PLOTLY_JS: str = "plotly.min.js"

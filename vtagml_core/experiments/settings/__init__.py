@@ -27,7 +27,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .common import RunRecord, RunSpec, evaluate_run, parse_seeds, run_dir, summarize, train_or_reuse
+from vtagml_core.experiments.evaluate import evaluate_run
+from vtagml_core.experiments.runs import RunRecord, RunSpec, run_dir, train_or_reuse
+from vtagml_core.experiments.seeds import parse_seeds, summarize
 from .context import SETTINGS, SettingContext, SettingsConfig, build_context, write_setting
 
 

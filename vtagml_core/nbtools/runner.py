@@ -29,79 +29,23 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .params import DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, PRESETS, project_root
+from .results import CellFailure, NotebookResult, RunResult
+from vtagml_core.notebooks.params import DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, project_root
+from vtagml_core.train.config import preset_names
 
 #: Notebook files the runner picks up: two digits, underscore, a name.
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[A-Za-z0-9_-]+\.ipynb$")
 #: Cell tags: the papermill parameters cell, and cells whose outputs go into the report.
 PARAMETERS_TAG: str = "parameters"
-REPORT_TAG: str = "report"
 #: Kernel the notebooks run in (the current interpreter's, see :func:`ensure_kernel`).
 KERNEL_NAME: str = "python3"
 #: Layout of the output folder.
 EXECUTED_DIR, ARTIFACTS_DIR, TIMINGS_FILE = "executed", "artifacts", "timings.json"
 #: Lines of a cell that do not describe it (skipped when naming a failing cell).
 MARKER_PREFIXES: tuple[str, ...] = ("# NBVAL_",)
-
-
-@dataclass
-class CellFailure:
-    """Where and why a notebook stopped.
-
-    Attributes:
-        notebook: file name.
-        cell_index: index of the failing cell in the source notebook (0-based; the injected
-            parameters cell of papermill is not counted), or -1 if it could not be found.
-        first_line: the cell's first meaningful source line.
-        ename, evalue: exception name and message.
-    """
-
-    notebook: str
-    cell_index: int
-    first_line: str
-    ename: str
-    evalue: str
-
-    def describe(self) -> str:
-        where = f"cell {self.cell_index}" if self.cell_index >= 0 else "a cell"
-        return f"{self.notebook} {where} (`{self.first_line}`): {self.ename}: {self.evalue}"
-
-
-@dataclass
-class NotebookResult:
-    """One notebook of a run: executed copy, wall time, failure (None = it ran through)."""
-
-    name: str
-    executed: Path
-    seconds: float
-    failure: CellFailure | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-
-@dataclass
-class RunResult:
-    """A whole headless run."""
-
-    preset: str
-    out: Path
-    parameters: dict[str, Any]
-    results: list[NotebookResult] = field(default_factory=list)
-    started: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.results)
-
-    @property
-    def failures(self) -> list[CellFailure]:
-        return [r.failure for r in self.results if r.failure is not None]
 
 
 def default_notebooks_dir() -> Path:
@@ -266,8 +210,8 @@ def run_all(notebooks_dir: Path, out: Path, preset: str = "quick",
     """
     from .report import write_report
 
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if preset not in preset_names():
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(preset_names())}")
     params = dict(parameters or {})
     check_parameter_names(params)
     notebooks = discover_notebooks(Path(notebooks_dir), only)

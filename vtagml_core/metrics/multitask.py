@@ -21,10 +21,10 @@ from typing import Sequence
 
 from torch import Tensor
 
-from vtagml_core.eval.metrics_base import AccumulatingMetric
-from vtagml_core.eval.metrics_dense import DepthMetrics, NormalMetrics, SegMetrics
-from vtagml_core.eval.metrics_edges import DEFAULT_EDGE_THRESHOLDS, DEFAULT_EDGE_TOLERANCE_PX, EdgeMetrics
-from vtagml_core.eval.predictions import to_prediction
+from vtagml_core.metrics.base import AccumulatingMetric
+from vtagml_core.metrics.dense import DepthMetrics, NormalMetrics, SegMetrics
+from vtagml_core.metrics.edges import DEFAULT_EDGE_THRESHOLDS, DEFAULT_EDGE_TOLERANCE_PX, EdgeMetrics
+from vtagml_core.metrics.predictions import to_prediction
 from vtagml_core.tasks import IGNORE_INDEX, parse_tasks
 
 __all__ = [
@@ -113,7 +113,7 @@ class MultiTaskMetrics:
     def update(self, outputs_raw: dict[str, Tensor], batch: dict) -> None:
         """Score one batch: ``outputs_raw[task]`` (B, C, H, W) head outputs, ``batch`` labels.
 
-        Predictions are made with :func:`~vtagml_core.eval.predictions.to_prediction`.
+        Predictions are made with :func:`~vtagml_core.metrics.predictions.to_prediction`.
         """
         for task, metric in self.metrics.items():
             if task not in outputs_raw:

@@ -2,12 +2,12 @@
 
 For one task set (S-D-N-E by default) and a list of methods (VTAGML, the plain-multitask
 baselines and the peer systems of DESIGN.md Sec. 7), each method is trained (or reused, through
-the settings' run keying, :mod:`vtagml_core.eval.settings.common`) once per seed on the source
+the settings' run keying, :mod:`vtagml_core.experiments.runs`) once per seed on the source
 domain's train split, selected on its val split and scored on its **test** split. One row per
 method:
 
 * each task's primary metric (mIoU, depth RMSE, normals mean error, odsF), mean ± std over seeds;
-* delta_m (DESIGN.md sec. 6, :mod:`vtagml_core.eval.delta_m`) against the *same* single-task
+* delta_m (DESIGN.md sec. 6, :mod:`vtagml_core.metrics.delta_m`) against the *same* single-task
   models for every method (one per task and seed, trained with the ``equal`` balancer, the
   MTL setting's references), computed per seed then averaged;
 * total and trainable parameters (the trainer's parameter report, Table 6's columns);
@@ -19,7 +19,7 @@ A loss balancer (:mod:`vtagml_core.train.balancing`) may be chosen for every mul
 their own loss weights (MTFormer's uncertainty weighting) keep them and say so in the notes.
 
 The document has the shape of the settings' results documents (:func:`~vtagml_core.eval.
-settings.context.setting_document`), so :mod:`vtagml_core.eval.tables` formats its cells.
+settings.context.setting_document`), so :mod:`vtagml_core.experiments.tables` formats its cells.
 """
 from __future__ import annotations
 
@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vtagml_core.eval.delta_m import delta_m
-from vtagml_core.eval.settings.common import RESULTS_SUBDIR, RunRecord, RunSpec, summarize
-from vtagml_core.eval.settings.context import SettingContext, column, row, setting_document
-from vtagml_core.eval.settings.mtl import METHOD_LABELS, primary_cells, task_columns
-from vtagml_core.eval.tables import measured_section
+from vtagml_core.metrics.delta_m import delta_m
+from vtagml_core.experiments.runs import RESULTS_SUBDIR, RunRecord, RunSpec
+from vtagml_core.experiments.seeds import summarize
+from vtagml_core.experiments.settings.context import SettingContext, column, row, setting_document
+from vtagml_core.experiments.settings.mtl import METHOD_LABELS, primary_cells, task_columns
+from vtagml_core.experiments.tables import measured_section
 from vtagml_core.model.params import TOTAL_ROW
 from vtagml_core.tasks import parse_tasks
 
@@ -101,7 +102,7 @@ def run_compare(ctx: SettingContext, tasks: str = DEFAULT_TASKS, methods: list[s
     """Train (or reuse) every method of the comparison and build its results document.
 
     Args:
-        ctx: the settings context (preset, seeds, runs root; :func:`~vtagml_core.eval.settings.
+        ctx: the settings context (preset, seeds, runs root; :func:`~vtagml_core.experiments.settings.
             build_context`).
         tasks: the task set, e.g. ``"S-D-N-E"``.
         methods: methods to compare (default: ``ctx.settings.methods``).

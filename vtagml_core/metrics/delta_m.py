@@ -8,9 +8,9 @@ Survey", TPAMI 2021)::
 
 where i runs over the T chosen (task, metric) pairs, M_mtl,i is the multitask model's value,
 M_stl,i the single-task model's (same kit, data and setting), and l_i = 1 when lower is better
-(:data:`~vtagml_core.eval.metrics.METRIC_DIRECTIONS`). Positive delta_m: the multitask model is
+(:data:`~vtagml_core.metrics.multitask.METRIC_DIRECTIONS`). Positive delta_m: the multitask model is
 better on average. By default one metric per task is used (its
-:data:`~vtagml_core.eval.metrics.PRIMARY_METRICS` entry), so T is the number of tasks; with
+:data:`~vtagml_core.metrics.multitask.PRIMARY_METRICS` entry), so T is the number of tasks; with
 several metrics per task every metric is one term.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from vtagml_core.eval.metrics import METRIC_DIRECTIONS, PRIMARY_METRICS
+from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 from vtagml_core.tasks import TASKS
 
 #: delta_m is reported in percent.

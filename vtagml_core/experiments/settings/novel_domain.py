@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from vtagml_core.eval.metrics import METRIC_DIRECTIONS, PRIMARY_METRICS
+from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 from vtagml_core.tasks import parse_tasks
 
 from .context import SettingContext, column, row, setting_document

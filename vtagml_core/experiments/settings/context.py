@@ -1,13 +1,13 @@
 """What a setting runs with: the kit config, the setting options, seeds, the runs root, the log.
 
-Settings are configured in two layers:
+Settings are configured in two files of the same preset name, each with its own fields:
 
-- the **kit config** (:class:`~vtagml_core.experiment.KitConfig`): the ``quick`` or ``paper``
-  preset (or ``--config``) plus ``--set key=value`` overrides: data sizes, model, training;
+- the **kit config** (:class:`~vtagml_core.train.config.KitConfig`): the preset's
+  ``configs/presets/<preset>.yaml`` (or ``--config``) plus ``--set key=value`` overrides: data
+  sizes, model, training. The settings never change it on their own;
 - the **settings config** (:class:`SettingsConfig`, ``configs/settings/<preset>.yaml``):
   which task sets, methods and domains each setting uses, the adversarial options of UDA,
-  the timing budget of the efficiency table, and ``kit_overrides`` that the settings apply on
-  top of the preset (the same syntax as ``--set``; ``--set`` wins).
+  the timing budget of the efficiency table and the comparison's seeds.
 
 :func:`build_context` resolves both into a :class:`SettingContext`; every setting module
 (:mod:`.mtl`, :mod:`.zero_shot`, :mod:`.uda`, :mod:`.novel_domain`, :mod:`.efficiency`) takes
@@ -32,12 +32,15 @@ from typing import Any, Callable, Iterable
 
 from vtagml_core import __version__
 from vtagml_core.config import apply_overrides, load_config
-from vtagml_core.experiment import CONFIG_DIR, KitConfig, load_kit_config
+from vtagml_core.config import CONFIG_DIR
+from vtagml_core.train.config import KitConfig, load_kit_config
 from vtagml_core.tasks import parse_tasks
 from vtagml_core.train.adversarial import AdversarialConfig
 
-from .common import (RESULTS_SUBDIR, RunRecord, RunSpec, evaluate_run, parse_seeds, run_dir,
-                     train_or_reuse, with_changes)
+from vtagml_core.experiments.evaluate import evaluate_run
+from vtagml_core.experiments.runs import (RESULTS_SUBDIR, RunRecord, RunSpec, run_dir, train_or_reuse,
+                                         with_changes)
+from vtagml_core.experiments.seeds import parse_seeds
 
 #: The settings this package implements, in table order (paper Tables 2-6).
 SETTINGS: tuple[str, ...] = ("mtl", "zeroshot", "uda", "novel", "efficiency")
@@ -49,7 +52,7 @@ PRETRAIN_SEED: int = 0
 
 @dataclass
 class SettingsConfig:
-    """Options of the evaluation settings (paper Sec. 4; DESIGN.md section 4).
+    """Options of the evaluation settings (paper Sec. 4; ``docs/settings.md``).
 
     Attributes:
         source: training domain of every source-domain model.
@@ -71,7 +74,8 @@ class SettingsConfig:
         efficiency_steps, efficiency_warmup_steps: timed / untimed training steps per method.
         pretrained_backbone: resolve ``model.backbone.weights`` to the kit's pretext-pretrained
             backbone when the config names none (module docstring).
-        kit_overrides: ``key=value`` overrides of the kit config applied by every setting.
+        compare_seeds: training seeds of the method comparison (notebook 10): its seed spread
+            needs two or more.
         adversarial: UDA's discriminators and loss weights.
     """
 
@@ -92,7 +96,7 @@ class SettingsConfig:
     efficiency_steps: int = 6
     efficiency_warmup_steps: int = 2
     pretrained_backbone: bool = True
-    kit_overrides: list[str] = field(default_factory=list)
+    compare_seeds: int = 1
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def validate(self) -> "SettingsConfig":
@@ -116,6 +120,8 @@ class SettingsConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or null (= train.epochs), got {value}")
+        if self.compare_seeds < 1:
+            raise ValueError(f"compare_seeds must be >= 1, got {self.compare_seeds}")
         if self.efficiency_steps < 1 or self.efficiency_warmup_steps < 0:
             raise ValueError("efficiency_steps must be >= 1 and efficiency_warmup_steps >= 0, got "
                              f"{self.efficiency_steps} and {self.efficiency_warmup_steps}")
@@ -235,14 +241,13 @@ def build_context(preset: str = "quick", config: str | Path | None = None,
                   log: Callable[[str], None] = print) -> SettingContext:
     """Resolve presets, settings config, overrides and the backbone into a :class:`SettingContext`.
 
-    Order: the preset (or ``config``) <- ``settings.kit_overrides`` <- ``overrides`` (``--set``).
+    Order: the preset's file (or ``config``) <- ``overrides`` (``--set``).
     ``methods`` (``--methods``) replaces ``settings.methods``.
     """
     settings = load_settings_config(settings_path, settings_overrides, preset=preset)
     if methods:
         settings = apply_overrides(settings, [f"methods={json.dumps(list(methods))}"]).validate()
-    cfg = load_kit_config(config, [*settings.kit_overrides, *(overrides or [])],
-                          preset=None if config else preset)
+    cfg = load_kit_config(config, overrides, preset=None if config else preset)
     cfg = resolve_backbone(cfg, settings, log)
     return SettingContext(cfg, settings, preset if config is None else "custom", parse_seeds(seeds),
                           Path(root), log)
@@ -253,7 +258,7 @@ def build_context(preset: str = "quick", config: str | Path | None = None,
 
 def column(key: str, label: str, metric: str | None = None, *, group: str = "", task: str = "",
            lower_is_better: bool | None = None, zero_shot: bool = False) -> dict[str, Any]:
-    """A table column: ``metric`` picks the number format (:mod:`vtagml_core.eval.tables`)."""
+    """A table column: ``metric`` picks the number format (:mod:`vtagml_core.experiments.tables`)."""
     return {"key": key, "label": label, "metric": metric or key, "group": group, "task": task,
             "lower_is_better": lower_is_better, "zero_shot": zero_shot}
 
@@ -267,7 +272,7 @@ def row(label: str, cells: dict[str, dict], *, kind: str = "method", method: str
 def setting_document(ctx: SettingContext, setting: str, title: str, where: dict[str, Any],
                      columns: list[dict], rows: list[dict], notes: list[str], started: float,
                      **extra: Any) -> dict[str, Any]:
-    """The results JSON of one setting (also what :mod:`vtagml_core.eval.tables` renders)."""
+    """The results JSON of one setting (also what :mod:`vtagml_core.experiments.tables` renders)."""
     return {"setting": setting, "title": title, "preset": ctx.preset, "kit_version": __version__,
             "where": where, "columns": columns, "rows": rows, "notes": notes,
             "runs": list(ctx.records), "wall_seconds": round(time.perf_counter() - started, 1),
@@ -276,7 +281,7 @@ def setting_document(ctx: SettingContext, setting: str, title: str, where: dict[
 
 def write_setting(ctx: SettingContext, doc: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``<root>/setting_results/<setting>.json`` and ``.md``; returns both paths."""
-    from vtagml_core.eval.tables import setting_markdown
+    from vtagml_core.experiments.tables import setting_markdown
 
     out = ctx.root / RESULTS_SUBDIR
     out.mkdir(parents=True, exist_ok=True)

@@ -21,13 +21,12 @@ so its segmentation gap says nothing about adaptation. The table reports the mea
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from vtagml_core.config import to_dict
 from vtagml_core.tasks import parse_tasks
 
-from .common import RunRecord, RunSpec
+from vtagml_core.experiments.runs import RunRecord, RunSpec
 from .context import SettingContext, row, setting_document
 from .mtl import METHOD_LABELS, primary_cells, task_columns, train_source
 from .zero_shot import ORACLE_METHOD, train_oracle
@@ -36,15 +35,14 @@ from .zero_shot import ORACLE_METHOD, train_oracle
 def adversarial_factory(ctx: SettingContext, target: str):
     """A trainer factory for :class:`~vtagml_core.train.adversarial.AdversarialTrainer` that
     reads the unlabelled target train split (rendered only when a run really trains)."""
-    from vtagml_core.data.dataset import SyntheticDataset
+    from vtagml_core.data.config import build_dataset
     from vtagml_core.train.adversarial import AdversarialTrainer
 
-    d, adv = ctx.cfg.data, ctx.settings.adversarial
+    adv = ctx.settings.adversarial
 
     def build(cfg, out_dir, **kwargs):
-        target_set = SyntheticDataset(target, "train", cfg.model.tasks, d.train_count, size=d.size, seed=d.seed,
-                                      root=Path(d.cache_root) if d.cache_root else None,
-                                      unlabelled=True, progress=cfg.train.progress)
+        target_set = build_dataset(ctx.cfg.data, "train", cfg.model.tasks, domain=target,
+                                   unlabelled=True, progress=cfg.train.progress)
         return AdversarialTrainer(cfg, out_dir, target_set=target_set, adversarial=adv, **kwargs)
 
     return build
@@ -96,7 +94,7 @@ def run_uda(ctx: SettingContext) -> dict[str, Any]:
              f"Output-level adversarial UDA (AdaptSegNet style): one discriminator per task output "
              f"(softmax for seg, unit vectors for normals, raw depth/edges), lambda_adv {a.lambda_adv}, "
              f"discriminator width {a.disc_channels}, Adam lr {a.disc_lr}.",
-             "Domain pair: same class table, different look (see vtagml_core.eval.settings.uda); "
+             "Domain pair: same class table, different look (see vtagml_core.experiments.settings.uda); "
              "the oracle row shows how large the gap is that adaptation could close."]
     return setting_document(ctx, "uda", "Unsupervised domain adaptation",
                             ctx.where(target), columns, rows, notes, started,

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from vtagml_core.eval.metrics_base import AccumulatingMetric, as_mask, check_same_shape
+from vtagml_core.metrics.base import AccumulatingMetric, as_mask, check_same_shape
 from vtagml_core.tasks import IGNORE_INDEX
 
 # --------------------------------------------------------------------------- segmentation

@@ -1,4 +1,4 @@
-"""Run keying and reuse, seeds aggregation: what every evaluation setting shares (DESIGN.md sec. 4).
+"""Trained runs, keyed by what determines their numbers: specs, keys, train-or-reuse.
 
 **Runs are keyed by what determines their numbers.** A training run's folder is
 ``<root>/runs/<method>-<key>``, ``key`` the first :data:`KEY_LENGTH` hex digits of the SHA-256 of
@@ -21,27 +21,26 @@ table and so on. :func:`train_or_reuse` returns the finished run when ``results.
 ``best/`` are there, resumes a run folder that holds a ``state.pt`` (a killed run continues
 exactly, see :mod:`vtagml_core.train.trainer`), and trains otherwise.
 
-**Seeds.** Every table cell is a :func:`summarize` of the per-seed values: mean, sample standard
-deviation (0 for one seed), min, max, n and the values themselves.
+Evaluating a run on another split lives in :mod:`vtagml_core.experiments.evaluate`, seed
+statistics in :mod:`vtagml_core.experiments.seeds`.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from vtagml_core import __version__
 from vtagml_core.config import to_dict
-from vtagml_core.experiment import KitConfig
+from vtagml_core.train.config import KitConfig
+from vtagml_core.data.config import build_dataset
 from vtagml_core.tasks import parse_tasks
 from vtagml_core.train.state import BEST_DIR, LAST_DIR, RESULTS_FILE, RESUME_MAY_DIFFER, STATE_FILE
 
@@ -133,7 +132,7 @@ class RunRecord:
 
     def model(self, device: torch.device | str = "cpu") -> nn.Module:
         """The best model, loaded once and kept (eval mode)."""
-        from vtagml_core.model.checkpoint import load_model
+        from vtagml_core.baselines.factory import load_model
 
         if self._model is None:
             self._model = load_model(self.best_dir, map_location=device).eval()
@@ -219,12 +218,8 @@ def _datasets(spec: RunSpec) -> dict[str, Any]:
     """Validation set restricted to ``val_tasks`` (None: the trainer's default splits)."""
     if spec.val_tasks is None:
         return {}
-    from vtagml_core.data.dataset import SyntheticDataset
-
-    d = spec.cfg.data
-    return {"val_set": SyntheticDataset(d.domain, "val", spec.val_tasks, d.val_count, size=d.size,
-                                        seed=d.seed, root=Path(d.cache_root) if d.cache_root else None,
-                                        progress=spec.cfg.train.progress)}
+    return {"val_set": build_dataset(spec.cfg.data, "val", spec.val_tasks,
+                                     progress=spec.cfg.train.progress)}
 
 
 def train_or_reuse(spec: RunSpec, root: str | Path, log: Callable[[str], None] = print) -> RunRecord:
@@ -261,87 +256,6 @@ def train_or_reuse(spec: RunSpec, root: str | Path, log: Callable[[str], None] =
                      trained, seconds)
 
 
-# --------------------------------------------------------------------------- evaluation
-
-
-def eval_name(domain: str, split: str, count: int, size: int, data_seed: int,
-              tasks: Sequence[str]) -> str:
-    """File stem of a cached evaluation: which split of which domain, which tasks."""
-    return f"{domain}-{split}-n{count}-{size}px-s{data_seed}-{'_'.join(tasks)}"
-
-
-def evaluate_run(record: RunRecord, cfg: KitConfig, domain: str, split: str = "test",
-                 tasks: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
-    """Metrics of ``record``'s best model on ``domain``'s ``split`` (cached in the run folder).
-
-    The split's scene count is ``cfg.data.<split>_count``; size and data seed are ``cfg.data``'s.
-    """
-    from vtagml_core.data.dataset import SyntheticDataset
-    from vtagml_core.eval.evaluate import evaluate
-    from vtagml_core.train.distributed import resolve_device
-
-    d = cfg.data
-    counts = {"train": d.train_count, "val": d.val_count, "test": d.test_count}
-    if split not in counts:
-        raise ValueError(f"split must be one of {', '.join(counts)}, got {split!r}")
-    tasks = parse_tasks(tasks) if tasks is not None else tuple(record.results["tasks"])
-    path = record.dir / EVALS_SUBDIR / f"{eval_name(domain, split, counts[split], d.size, d.seed, tasks)}.json"
-    if path.is_file():
-        return json.loads(path.read_text())["metrics"]
-    device = resolve_device(cfg.train.device)
-    ds = SyntheticDataset(domain, split, tasks, counts[split], size=d.size, seed=d.seed,
-                          root=Path(d.cache_root) if d.cache_root else None, progress=cfg.train.progress)
-    loader = DataLoader(ds, batch_size=d.batch_size, generator=torch.Generator())
-    model = record.model(device)
-    metrics = evaluate(model, loader, tasks, model.num_classes, device)
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"domain": domain, "split": split, "count": counts[split],
-                                "size": d.size, "tasks": list(tasks), "metrics": metrics}, indent=2))
-    return metrics
-
-
-# --------------------------------------------------------------------------- seeds
-
-
-def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "std", "min", "max", "n", "values"}`` of per-seed values (std: sample std, 0 for n=1).
-
-    Raises:
-        ValueError: no values.
-    """
-    vals = [float(v) for v in values]
-    if not vals:
-        raise ValueError("summarize needs at least one value (one per seed)")
-    mean = sum(vals) / len(vals)
-    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
-    return {"mean": mean, "std": math.sqrt(var), "min": min(vals), "max": max(vals), "n": len(vals),
-            "values": vals}
-
-
-def aggregate_metrics(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
-    """``{task: {metric: summarize(values over seeds)}}`` for the metrics every seed has."""
-    if not per_seed:
-        raise ValueError("aggregate_metrics needs the metrics of at least one seed")
-    out: dict[str, dict[str, dict]] = {}
-    for task, metrics in per_seed[0].items():
-        for name in metrics:
-            if all(name in m.get(task, {}) for m in per_seed):
-                out.setdefault(task, {})[name] = summarize([m[task][name] for m in per_seed])
-    return out
-
-
-def parse_seeds(text: str | Sequence[int]) -> list[int]:
-    """``"0,1,2"`` (or a list) -> ``[0, 1, 2]``; duplicates and negatives are refused."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        seeds = [int(str(s).strip()) for s in items if str(s).strip() != ""]
-    except ValueError as err:
-        raise ValueError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from err
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"seeds must be distinct non-negative integers like 0,1,2, got {text!r}")
-    return seeds
-
-
 def with_changes(cfg: KitConfig, *, tasks: str | None = None, domain: str | None = None,
                  seed: int | None = None, epochs: int | None = None) -> KitConfig:
     """A validated copy of ``cfg`` with another task set, training domain, seed and/or epochs."""
@@ -357,7 +271,6 @@ def with_changes(cfg: KitConfig, *, tasks: str | None = None, domain: str | None
     return out.validate()
 
 
-__all__ = ["EVALS_SUBDIR", "KEY_LENGTH", "NON_KEY_FIELDS", "RESULTS_SUBDIR", "RUNS_SUBDIR",
-           "RunRecord", "RunSpec", "aggregate_metrics", "evaluate_run", "file_digest",
-           "is_complete", "key_config", "parse_seeds", "run_dir", "summarize", "train_or_reuse",
-           "with_changes"]
+__all__ = ["KEY_LENGTH", "NON_KEY_FIELDS", "RESULTS_SUBDIR", "RUNS_SUBDIR", "RUN_INFO_FILE",
+           "EVALS_SUBDIR", "RunRecord", "RunSpec", "file_digest", "is_complete", "key_config",
+           "run_dir", "train_or_reuse", "with_changes"]

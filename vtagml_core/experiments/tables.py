@@ -1,7 +1,7 @@
 """The settings' results as the paper's tables: markdown and plotly (paper Sec. 4, Tables 2-6).
 
 Input: the results documents the settings write (``<runs>/setting_results/<setting>.json``,
-:mod:`vtagml_core.eval.settings`), each with ``columns`` (key, label, metric, direction),
+:mod:`vtagml_core.experiments.settings`), each with ``columns`` (key, label, metric, direction),
 ``rows`` (label, kind, ``cells`` keyed by column: per-seed summaries) and ``where`` (dataset,
 split, resolution, backbone, seeds). Output per setting:
 
@@ -11,7 +11,7 @@ split, resolution, backbone, seeds). Output per setting:
    more; reference and trivial rows in italics;
 3. the setting's notes and its wall time;
 4. **in a separate, labelled block**, the paper's own rows for that table
-   (:mod:`vtagml_core.eval.paper_numbers`): real datasets and a Swin-B backbone, for orientation,
+   (:mod:`vtagml_core.experiments.paper_numbers`): real datasets and a Swin-B backbone, for orientation,
    not comparison.
 
 Number formats (:data:`FORMATS`): mIoU, odsF and other fractions as percent with 2 decimals (as
@@ -24,8 +24,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from vtagml_core.eval.metrics import FRACTION_METRICS
-from vtagml_core.eval.paper_numbers import NOT_IN_MAIN_TEXT, PAPER_CONDITIONS, PaperTable, paper_tables
+from vtagml_core.metrics.multitask import FRACTION_METRICS
+from vtagml_core.experiments.paper_numbers import NOT_IN_MAIN_TEXT, PAPER_CONDITIONS, PaperTable, paper_tables
 
 #: Paper table of each setting, in the paper's order.
 TABLE_OF: dict[str, str] = {"mtl": "Table 2", "zeroshot": "Table 3", "uda": "Table 4",

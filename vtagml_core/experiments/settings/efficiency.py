@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,7 +35,8 @@ from vtagml_core.tasks import parse_tasks
 from vtagml_core.train.schedule import steps_per_epoch
 from vtagml_core.train.state import RESULTS_FILE
 
-from .common import RunSpec, is_complete, run_dir, summarize
+from vtagml_core.experiments.runs import RunSpec, is_complete, run_dir
+from vtagml_core.experiments.seeds import summarize
 from .context import SettingContext, column, row, setting_document
 from .mtl import METHOD_LABELS
 
@@ -56,13 +56,12 @@ def _members(ctx: SettingContext, method: str, tasks: str, seed: int) -> list[tu
 
 
 def _subsets(ctx: SettingContext, tasks: str, n_images: int) -> tuple[Subset, Subset]:
-    from vtagml_core.data.dataset import SyntheticDataset
+    from vtagml_core.data.config import build_dataset
 
     d = ctx.cfg.data
-    kw = dict(size=d.size, seed=d.seed, root=Path(d.cache_root) if d.cache_root else None,
-              progress=ctx.cfg.train.progress)
-    train = SyntheticDataset(ctx.settings.source, "train", tasks, d.train_count, **kw)
-    val = SyntheticDataset(ctx.settings.source, "val", tasks, d.val_count, **kw)
+    kw = dict(domain=ctx.settings.source, progress=ctx.cfg.train.progress)
+    train = build_dataset(d, "train", tasks, **kw)
+    val = build_dataset(d, "val", tasks, **kw)
     if n_images > len(train):
         raise ValueError(f"timing needs {n_images} training scenes, the split has {len(train)}: "
                          "lower efficiency_steps or raise data.train_count")
@@ -187,7 +186,7 @@ def run_efficiency(ctx: SettingContext) -> dict[str, Any]:
 
 
 def _device_line(ctx: SettingContext) -> str:
-    from vtagml_core.train.distributed import resolve_device
+    from vtagml_core.runtime import resolve_device
 
     dev = resolve_device(ctx.cfg.train.device)
     if dev.type == "cuda":

@@ -25,7 +25,7 @@ from typing import Any
 
 from vtagml_core.tasks import parse_tasks, task_set_name
 
-from .common import RunRecord, RunSpec
+from vtagml_core.experiments.runs import RunRecord, RunSpec
 from .context import SettingContext, row, setting_document
 from .mtl import METHOD_LABELS, primary_cells, task_columns, train_source
 

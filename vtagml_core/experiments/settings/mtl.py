@@ -8,28 +8,28 @@ task and seed (method ``single_task``) gives the references of
     delta_m = (1/T) sum_t (-1)^{l_t} (M_mtl,t - M_stl,t) / M_stl,t * 100 %     (DESIGN.md sec. 6)
 
 over the task set's primary metrics (mIoU, depth RMSE, normals mErr, odsF;
-:mod:`vtagml_core.eval.delta_m`), computed per seed against the single-task models of the same
+:mod:`vtagml_core.metrics.delta_m`), computed per seed against the single-task models of the same
 seed, then averaged. Positive delta_m: the multitask model beats the single-task models.
 
 Rows: each method; the single-task models (delta_m 0 by definition); the trivial predictors
-(majority class, mean depth, mean normal, mean edge value; :mod:`vtagml_core.eval.trivial`) as
+(majority class, mean depth, mean normal, mean edge value; :mod:`vtagml_core.metrics.trivial`) as
 the floor every row must clear. A quality check compares VTAGML on the source **val** split
 with the trivial predictors there (engine issue item 9).
 """
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from vtagml_core.eval.delta_m import delta_m
-from vtagml_core.eval.metrics import METRIC_DIRECTIONS, PRIMARY_METRICS
+from vtagml_core.metrics.delta_m import delta_m
+from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 from vtagml_core.tasks import TASKS, parse_tasks
 
-from .common import RunRecord, RunSpec, aggregate_metrics, summarize
+from vtagml_core.experiments.runs import RunRecord, RunSpec
+from vtagml_core.experiments.seeds import aggregate_metrics, summarize
 from .context import SettingContext, column, row, setting_document
 
 #: Column labels of the paper's tables, per task (primary metric).
@@ -86,21 +86,18 @@ def stl_metrics(ctx: SettingContext, tasks: tuple[str, ...], seed: int, domain: 
 
 def trivial_metrics(ctx: SettingContext, tasks: tuple[str, ...], split: str) -> dict:
     """Trivial predictors fitted on the source train split, scored on ``split``."""
-    from vtagml_core.data.dataset import SyntheticDataset
     from vtagml_core.data.classes import NUM_CLASSES
-    from vtagml_core.eval.trivial import evaluate_trivial
+    from vtagml_core.data.config import build_dataset
+    from vtagml_core.metrics.trivial import evaluate_trivial
 
     d = ctx.cfg.data
-    kw = dict(size=d.size, seed=d.seed, root=Path(d.cache_root) if d.cache_root else None,
-              progress=ctx.cfg.train.progress)
-    count = {"val": d.val_count, "test": d.test_count}[split]
-    src = ctx.settings.source
+    kw = dict(domain=ctx.settings.source, progress=ctx.cfg.train.progress)
 
     def loader(ds):
         return DataLoader(ds, batch_size=max(d.batch_size, 32), generator=torch.Generator())
 
-    return evaluate_trivial(loader(SyntheticDataset(src, "train", tasks, d.train_count, **kw)),
-                            loader(SyntheticDataset(src, split, tasks, count, **kw)), tasks,
+    return evaluate_trivial(loader(build_dataset(d, "train", tasks, **kw)),
+                            loader(build_dataset(d, split, tasks, **kw)), tasks,
                             ctx.cfg.model.num_classes or NUM_CLASSES)
 
 

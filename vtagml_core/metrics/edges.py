@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtagml_core.eval.metrics_base import AccumulatingMetric, as_mask, check_same_shape
-from vtagml_core.eval.predictions import EDGE_GT_THRESHOLD, binarize_edges
+from vtagml_core.metrics.base import AccumulatingMetric, as_mask, check_same_shape
+from vtagml_core.metrics.predictions import EDGE_GT_THRESHOLD, binarize_edges
 
 #: Default number of evenly spaced thresholds in (0, 1): 1/100, 2/100, ..., 99/100.
 DEFAULT_EDGE_THRESHOLDS: int = 99

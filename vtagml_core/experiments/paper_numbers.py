@@ -5,7 +5,7 @@ and the captions of Tables 2-6), with the table number, the row names and the co
 printed. They were measured on real datasets (Taskonomy, Cityscapes, Vkitti2, NYUDv2) with a
 Swin-B V2 backbone pretrained on ImageNet-22k at 256x256. The kit's own tables are measured on
 its synthetic benchmark with other backbones and budgets: **different data, so these rows are
-shown beside the kit's rows for orientation, never as a comparison** (:mod:`vtagml_core.eval.tables`
+shown beside the kit's rows for orientation, never as a comparison** (:mod:`vtagml_core.experiments.tables`
 prints them in a separate, labelled block).
 
 Conventions:
