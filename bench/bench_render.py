@@ -1,4 +1,4 @@
-"""Benchmark of the synthetic benchmark generator (DESIGN.md section 5).
+"""Benchmark of the synthetic benchmark generator (docs/benchmark.md).
 
 Measures, in one run and on one machine:
 

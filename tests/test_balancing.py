@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from vtagml_core.train.config import load_kit_config
 from vtagml_core.model.backbone import BackboneConfig
 from vtagml_core.model.vtagml import VTAGML, ModelConfig
-from vtagml_core.train.balancing import (BALANCERS, CAGrad, DynamicWeightAverage, GradNorm, PCGrad,
+from vtagml_core.train.balancing import (BALANCERS, CAGrad, DynamicWeightAverage, PCGrad,
                                          UncertaintyWeighting, build_balancer, cagrad_direction,
                                          gradnorm_weight_step, pcgrad_project, per_task_backward)
 from vtagml_core.train.losses import MultiTaskLoss

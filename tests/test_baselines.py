@@ -1,4 +1,4 @@
-"""The method registry and the baselines of paper Sec. 4 (DESIGN.md Sec. 4 and 7).
+"""The method registry and the baselines of paper Sec. 4 (docs/settings.md, The methods).
 
 Checked on the kit's tiny Swin V2 at 64 px with a slim decoder (every test stays small on a CPU):
 

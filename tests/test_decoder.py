@@ -1,4 +1,4 @@
-"""Tests of the VTAGML decoder and task heads (paper Sec. 3.3; DESIGN.md Sec. 3 and 5)."""
+"""Tests of the VTAGML decoder and task heads (paper Sec. 3.3; docs/method.md, docs/benchmark.md)."""
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,6 @@
 """The trainer under ``torchrun`` (2 CPU processes, gloo) equals one process with the global batch.
 
-DESIGN.md section 8: multi-GPU through ``torchrun`` is the same code path. Two processes with
+docs/layout.md: multi-GPU through ``torchrun`` is the same code path. Two processes with
 a per-rank batch of 2 see, at every step, exactly the 4 samples that one process with batch 4
 sees (:class:`vtagml_core.train.schedule.EpochBatchSampler`); DDP averages their gradients and
 TROA all-reduces the Gram matrix of the per-task gradients

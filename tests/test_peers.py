@@ -1,4 +1,4 @@
-"""The peer systems as model families (DESIGN.md Sec. 7): MTFormer, DeMTG, AutoTaskFormer (reduced).
+"""The peer systems as model families (docs/settings.md, The methods): MTFormer, DeMTG, AutoTaskFormer (reduced).
 
 Checked on the kit's tiny Swin V2 at 64 px:
 

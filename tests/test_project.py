@@ -40,7 +40,7 @@ def test_environment_yml_mirrors_pyproject():
 def test_layout_exists():
     for name in ("notebooks", "vtagml_core", "demo_app", "tests", "configs", "bench",
                  "environment.yml", "README.md", "pyproject.toml", "Makefile"):
-        assert (ROOT / name).exists(), f"{name} missing from the top level (DESIGN.md section 2)"
+        assert (ROOT / name).exists(), f"{name} missing from the top level (docs/layout.md)"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,4 +1,4 @@
-"""The trainer (DESIGN.md sections 3 and 8): schedule, data order, files, determinism, resume, faults.
+"""The trainer (docs/method.md, docs/layout.md): schedule, data order, files, determinism, resume, faults.
 
 Every run here is tiny (64 px, S-D, 8 training scenes, batch 4, a narrow decoder), so two
 epochs are four optimizer steps. Run A (a module fixture) is the uninterrupted reference that

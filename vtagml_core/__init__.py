@@ -2,6 +2,6 @@
 
 Subpackages: ``data`` (synthetic benchmark, real-dataset readers), ``model`` (frozen backbone,
 TROA/TAA/TSN adapters, decoder, heads), ``train`` (losses), ``eval`` (metrics, delta_m),
-``viz`` (plotly figures). See README.md and DESIGN.md.
+``viz`` (plotly figures). See README.md and docs/.
 """
 __version__ = "0.1.0"

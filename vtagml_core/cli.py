@@ -10,8 +10,9 @@ import argparse
 import importlib
 import sys
 
-#: name -> (module, one-line help). Later issues add train, evaluate, settings, tables, demo.
+#: name -> (module, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("vtagml_core.commands.config", "print the resolved config of a preset and --set overrides"),
     "data": ("vtagml_core.commands.data", "synthetic benchmark: list domains, render, statistics"),
     "params": ("vtagml_core.commands.params", "parameter report of the VTAGML model per component"),
     "pretrain": ("vtagml_core.commands.pretrain", "pretrain the offline backbone on the dense pretext split"),

@@ -1,6 +1,6 @@
 """AutoTaskFormer (Liu et al., 2023), reduced, as a kit baseline: per-task skeleton search.
 
-Paper: ``/work/shared/papers/autotaskformer.txt``. The paper searches (1) a **skeleton** per
+Paper: Liu et al., "AutoTaskFormer: Searching Vision Transformers for Multi-task Learning". The paper searches (1) a **skeleton** per
 task, i.e. at which layer of a shared Swin encoder-decoder the task's head attaches, relaxed
 with Gumbel-softmax during supernet training (Sec. 3.4, Eq. 4-5), then fixed by argmax and
 merged into the union of all tasks' skeletons ("Skeleton Space Search"); and (2) the widths and

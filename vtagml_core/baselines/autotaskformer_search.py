@@ -1,6 +1,6 @@
 """AutoTaskFormer's cell space search, as a **random-search stand-in** (not the paper's method).
 
-The paper (``/work/shared/papers/autotaskformer.txt``, Eq. 6-7, App. B.4-B.5) trains a one-shot
+The paper (Liu et al., "AutoTaskFormer: Searching Vision Transformers for Multi-task Learning", Eq. 6-7, App. B.4-B.5) trains a one-shot
 elastic supernet and searches the widths and depths of the union skeleton's cells with an
 evolutionary algorithm. :func:`random_width_search` samples a few width/depth configurations
 of the branches of a fixed skeleton (:meth:`~.autotaskformer.AutoTaskFormer.skeleton`), trains

@@ -1,4 +1,4 @@
-"""Parts shared by the peer-system baselines: MTFormer, DeMTG and AutoTaskFormer (DESIGN.md Sec. 7).
+"""Parts shared by the peer-system baselines: MTFormer, DeMTG and AutoTaskFormer (docs/settings.md, The methods).
 
 The three peers are compared with VTAGML on equal terms, so they share with it everything that
 is not their own idea:
@@ -9,7 +9,7 @@ is not their own idea:
 - the **interface** of :class:`~vtagml_core.model.vtagml.VTAGML` (:class:`PeerModel`), so one
   trainer, one evaluation and one set of settings run every method;
 - the **output heads** (:class:`FullResHeads`): per-task conv heads from a stride-4 map to
-  ``(B, K_t, H, W)``, with the light full-resolution image path that DESIGN.md Sec. 5 found
+  ``(B, K_t, H, W)``, with the light full-resolution image path that docs/benchmark.md found
   necessary for edges (VTAGML's decoder has the same path, :class:`ImageSkip`);
 - small **attention blocks** (:class:`MultiHeadAttention`, :class:`PreNormBlock`) written out so
   that each peer can change exactly the part its paper changes (which task gives the query, the

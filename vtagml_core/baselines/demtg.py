@@ -1,6 +1,6 @@
 """DeMTG (Xu et al., deformable mixer + task-aware gating transformer) as a kit baseline.
 
-Paper: ``/work/shared/papers/demtg.txt``. What each part implements:
+Paper: Xu et al., "Deformable Mixer Transformer with Gating for Multi-Task Learning of Dense Prediction" (DeMTG). What each part implements:
 
 ===============================  ===============================================================
 paper                             here

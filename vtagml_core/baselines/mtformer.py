@@ -1,7 +1,7 @@
 """MTFormer (Xu et al., ECCV 2022) as a kit baseline: shared decoder, per-task branches with
 cross-task attention, cross-task contrastive loss and uncertainty loss weighting.
 
-Paper: ``/work/shared/papers/mtformer_eccv2022.md``. What each part implements:
+Paper: Xu et al., MTFormer, ECCV 2022. What each part implements:
 
 ================================  ============================================================
 paper                              here

@@ -1,4 +1,4 @@
-"""MTFormer's two loss terms (Xu et al., 2022; ``/work/shared/papers/mtformer_eccv2022.md``).
+"""MTFormer's two loss terms (Xu et al., 2022; Xu et al., MTFormer, ECCV 2022).
 
 :func:`cross_task_contrastive_loss` (Sec. 3.3, Eq. 4-6) and :class:`UncertaintyWeighting`
 (Sec. 3.4, Eq. 7), used by :class:`~.mtformer.MTFormer`'s ``extra_losses`` and ``weight_losses``.

@@ -1,4 +1,4 @@
-"""The peer systems of DESIGN.md Sec. 7 by name, for :mod:`vtagml_core.baselines.registry`.
+"""The peer systems of docs/settings.md, "The methods" by name, for :mod:`vtagml_core.baselines.registry`.
 
 ``PEER_BUILDERS[name](model_config)`` builds the method with the kit's shared
 :class:`~vtagml_core.model.vtagml.ModelConfig` (tasks, classes, backbone; frozen or not) and

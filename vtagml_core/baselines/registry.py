@@ -25,7 +25,7 @@ Methods (see :mod:`.simple` for what each one changes):
   config per task of a multitask config.
 - ``vanilla_mtl``: frozen backbone, per-task decoders, no adapters.
 - ``finetune_mtl``: trained backbone, per-task decoders, no adapters (fully fine-tuned MTL Swin).
-- ``mtformer``, ``demtg``, ``autotaskformer``: the peer systems (:mod:`.peers`, DESIGN.md Sec. 7).
+- ``mtformer``, ``demtg``, ``autotaskformer``: the peer systems (:mod:`.peers`, docs/settings.md, "The methods").
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ METHODS: dict[str, Builder] = {
 
 
 def _register_peers() -> None:
-    """The peer systems of DESIGN.md Sec. 7 (:mod:`.peers`): mtformer, demtg, autotaskformer.
+    """The peer systems of docs/settings.md, "The methods" (:mod:`.peers`): mtformer, demtg, autotaskformer.
 
     An import error in a peer module surfaces here on purpose: a broken peer must not silently
     disappear from the comparison.

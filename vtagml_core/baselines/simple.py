@@ -1,4 +1,4 @@
-"""The baselines built from VTAGML's own parts (paper Sec. 4; DESIGN.md Sec. 4 and 7).
+"""The baselines built from VTAGML's own parts (paper Sec. 4; docs/settings.md, "The methods").
 
 Every method here is VTAGML's network with one or two switches changed, so it trains through the
 same trainer, saves through the same checkpoint format and is measured by the same evaluation.
@@ -11,7 +11,7 @@ method         backbone    adapters  TROA    decoders        paper
 =============  ==========  ========  ======  ==============  ===================================
 vtagml         frozen      yes       yes     as configured   the method (Sec. 3)
 single_task    frozen      yes       n/a     as configured   the references of delta_m
-                                                             (DESIGN.md Sec. 6)
+                                                             (docs/settings.md, delta_m)
 vanilla_mtl    frozen      no        no      per task        frozen-feature lower bound
 finetune_mtl   trained     no        no      per task        "Vanilla MTL Swin [30]" (Tables
                                                              3 and 6: every weight trained)
@@ -40,7 +40,7 @@ The adapter options do not apply, so the effective config carries the default
 keeps the graph. Features of a trainable backbone change every step, so precomputed (cached)
 features are refused while training.
 
-Decoders are per task for vanilla_mtl and finetune_mtl, as DESIGN.md Sec. 7 defines them
+Decoders are per task for vanilla_mtl and finetune_mtl, as docs/settings.md, "The methods" defines them
 (``decoder.shared`` is reset to False); vtagml and single_task keep the decoder as configured.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ def single_task_config(config: ModelConfig) -> ModelConfig:
 def single_task_configs(config: ModelConfig) -> dict[str, ModelConfig]:
     """``{task: effective single-task config}`` for every task of ``config`` (canonical order).
 
-    These are the reference models of delta_m (DESIGN.md Sec. 6): the same backbone, adapters
+    These are the reference models of delta_m (docs/settings.md, delta_m): the same backbone, adapters
     and decoder as ``config``, one task each.
     """
     return {t: single_task_config(replace(config, tasks=t)) for t in parse_tasks(config.tasks)}

@@ -9,7 +9,7 @@ from vtagml_core.train.config import KitConfig, load_kit_config, preset_names
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML config file (default: the preset's)")
     parser.add_argument("--preset", default="quick", choices=preset_names(),
-                        help="quick (CPU, minutes) or paper (Swin-B V2 256px, GPU)")
+                        help="a file of configs/presets: smoke (tests), quick (CPU, minutes), paper (Swin-B V2 256px, GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config field, e.g. model.adapter.tsn=false")
 

@@ -1,4 +1,4 @@
-"""Rendered splits of the synthetic benchmark, cached on disk (DESIGN.md sections 5 and 8).
+"""Rendered splits of the synthetic benchmark, cached on disk (docs/benchmark.md).
 
 A split is rendered once into ``<root>/data/<domain>/<split>-<H>x<W>-n<count>-s<seed>/``:
 
@@ -19,8 +19,8 @@ manifest.json                                 arguments, class table, generator 
 
 Scene seeds come from ``SeedSequence(entropy=seed, spawn_key=(domain key, split key, i))``,
 so the scenes of different domains and splits are disjoint by construction, and scene ``i``
-is the same whatever ``count`` is. The ``pretext`` split (backbone pretraining, DESIGN.md
-section 3) is normally rendered for the virtual domain ``"mixed"``, whose scenes take the
+is the same whatever ``count`` is. The ``pretext`` split (backbone pretraining,
+``docs/benchmark.md``) is normally rendered for the virtual domain ``"mixed"``, whose scenes take the
 layout and appearance of ``indoor``, ``indoor_shift`` or ``street`` (never ``comic``, the
 remote test domain).
 

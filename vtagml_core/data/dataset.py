@@ -1,4 +1,4 @@
-"""torch Datasets over cached synthetic splits (the shared sample contract, DESIGN.md sec. 5).
+"""torch Datasets over cached synthetic splits (the shared sample contract, docs/benchmark.md).
 
 :class:`SyntheticDataset` renders its split once (through :func:`.cache.ensure_split`) and
 then only reads memory maps, so indexing is cheap and DataLoader workers share the page
@@ -34,7 +34,7 @@ from .cache import ensure_split, load_split, split_statistics
 from .classes import class_colors, class_names
 from .synthetic.domains import MIXED_DOMAIN, TEXTURE_NAMES
 
-#: Targets of the dense pretext task that pretrains the offline backbone (DESIGN.md sec. 5).
+#: Targets of the dense pretext task that pretrains the offline backbone (docs/benchmark.md).
 PRETEXT_TARGETS: tuple[str, ...] = ("albedo", "texture")
 
 
@@ -133,7 +133,7 @@ class SyntheticDataset(_MemmapSplit):
 
 
 class PretextDataset(_MemmapSplit):
-    """Dense pretext data for pretraining the offline backbone (DESIGN.md section 5).
+    """Dense pretext data for pretraining the offline backbone (docs/benchmark.md).
 
     Scenes of the ``pretext`` split of the ``"mixed"`` domain: disjoint from every benchmark
     split, with the appearance of ``indoor``, ``indoor_shift`` or ``street`` (no comics).

@@ -1,6 +1,6 @@
 """Sample transforms shared by every dataset of the kit (the shared sample contract).
 
-A *sample* is a dict (DESIGN.md section 5, "shared data contract")::
+A *sample* is a dict (docs/benchmark.md, The sample contract)::
 
     "image"   float32 (3, H, W)  RGB in [0, 1]   (ImageNet normalisation happens in the backbone)
     "seg"     int64   (H, W)     class ids in [0, K), or IGNORE_INDEX (255) for unlabelled pixels

@@ -1,13 +1,13 @@
 """The method comparison (issue 7, item 5): every method in one table, measured in one run.
 
 For one task set (S-D-N-E by default) and a list of methods (VTAGML, the plain-multitask
-baselines and the peer systems of DESIGN.md Sec. 7), each method is trained (or reused, through
+baselines and the peer systems of docs/settings.md, "The methods"), each method is trained (or reused, through
 the settings' run keying, :mod:`vtagml_core.experiments.runs`) once per seed on the source
 domain's train split, selected on its val split and scored on its **test** split. One row per
 method:
 
 * each task's primary metric (mIoU, depth RMSE, normals mean error, odsF), mean ± std over seeds;
-* delta_m (DESIGN.md sec. 6, :mod:`vtagml_core.metrics.delta_m`) against the *same* single-task
+* delta_m (docs/settings.md, "delta_m", :mod:`vtagml_core.metrics.delta_m`) against the *same* single-task
   models for every method (one per task and seed, trained with the ``equal`` balancer, the
   MTL setting's references), computed per seed then averaged;
 * total and trainable parameters (the trainer's parameter report, Table 6's columns);
@@ -24,15 +24,15 @@ settings.context.setting_document`), so :mod:`vtagml_core.experiments.tables` fo
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from vtagml_core.metrics.delta_m import delta_m
-from vtagml_core.experiments.runs import RESULTS_SUBDIR, RunRecord, RunSpec
+from vtagml_core.experiments.runs import RunRecord, RunSpec
 from vtagml_core.experiments.seeds import summarize
-from vtagml_core.experiments.settings.context import SettingContext, column, row, setting_document
+from vtagml_core.experiments.settings.context import (SettingContext, column, row, setting_document,
+                                                      write_setting)
 from vtagml_core.experiments.settings.mtl import METHOD_LABELS, primary_cells, task_columns
 from vtagml_core.experiments.tables import measured_section
 from vtagml_core.model.params import TOTAL_ROW
@@ -161,7 +161,7 @@ def run_compare(ctx: SettingContext, tasks: str = DEFAULT_TASKS, methods: list[s
                     note="delta_m reference; parameters and seconds summed over the tasks' models"))
     notes = [f"All models trained on synthetic/{src} train ({ctx.cfg.data.train_count} scenes, all "
              f"labels), best epoch by the val split, scored on the test split; balancer {balancer}.",
-             "delta_m (DESIGN.md sec. 6) per seed against the same single-task models (one per task, "
+             "delta_m (docs/settings.md, delta_m) per seed against the same single-task models (one per task, "
              "equal balancer) for every method; positive = better than single-task.",
              "Parameters: the trainer's report (total row); s / epoch: training seconds per full "
              "epoch as measured when the run was trained (a reused run keeps its original time).",
@@ -179,12 +179,7 @@ def compare_markdown(doc: dict[str, Any]) -> str:
 
 def write_compare(ctx: SettingContext, doc: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``<root>/setting_results/<compare name>.json`` and ``.md``; returns both paths."""
-    out = ctx.root / RESULTS_SUBDIR
-    out.mkdir(parents=True, exist_ok=True)
-    js, md = out / f"{doc['setting']}.json", out / f"{doc['setting']}.md"
-    js.write_text(json.dumps(doc, indent=2) + "\n")
-    md.write_text(compare_markdown(doc) + "\n")
-    return js, md
+    return write_setting(ctx, doc, compare_markdown)
 
 
 __all__ = ["COST_KEYS", "DEFAULT_METHODS", "DEFAULT_TASKS", "compare_markdown", "compare_name",

@@ -1,6 +1,6 @@
 """The paper's own reported numbers (VTAGML, ICCV 2023, Tables 2-6), for orientation only.
 
-Transcribed by hand from the paper's text (``/work/shared/papers/vtagml_iccv2023.txt``, Sec. 4.2
+Transcribed by hand from the paper's text (Bhattacharjee et al., ICCV 2023, Sec. 4.2
 and the captions of Tables 2-6), with the table number, the row names and the column names as
 printed. They were measured on real datasets (Taskonomy, Cityscapes, Vkitti2, NYUDv2) with a
 Swin-B V2 backbone pretrained on ImageNet-22k at 256x256. The kit's own tables are measured on

@@ -1,4 +1,4 @@
-"""Relative multitask performance delta_m against single-task models (DESIGN section 6).
+"""Relative multitask performance delta_m against single-task models (docs/settings.md, delta_m).
 
 Definition (Maninis, Radosavovic & Kokkinos, "Attentive Single-Tasking of Multiple Tasks"
 (ASTMT), CVPR 2019; Vandenhende et al., "Multi-Task Learning for Dense Prediction Tasks: A

@@ -1,4 +1,4 @@
-"""The backbone and its taps (paper Sec. 3.1 "Encoder Module"; DESIGN.md Sec. 3).
+"""The backbone and its taps (paper Sec. 3.1 "Encoder Module"; docs/method.md).
 
 The encoder is a pretrained vision transformer that never trains: no gradients, eval mode. The
 adapter layers read the outputs of a few of its blocks ("taps"), and the decoder reads every
@@ -10,8 +10,7 @@ in :mod:`~vtagml_core.model.backbone_families`; building the timm model and load
 in :mod:`~vtagml_core.model.backbone_weights`. This module wraps both into one ``nn.Module``.
 
 **Frozen by default, trainable on request.** VTAGML and every baseline of paper Sec. 4 except one
-keep the backbone frozen. The exception is the "fully fine-tuned MTL Swin" baseline (DESIGN.md
-Sec. 7), which trains the backbone too: ``BackboneConfig(frozen=False)`` makes the same wrapper
+keep the backbone frozen. The exception is the "fully fine-tuned MTL Swin" baseline (docs/settings.md, The methods), which trains the backbone too: ``BackboneConfig(frozen=False)`` makes the same wrapper
 trainable (parameters require grad, ``train()`` is honoured, the forward keeps the graph).
 Features of a trainable backbone change every step, so a feature cache must check
 ``backbone.frozen`` before serving precomputed features.

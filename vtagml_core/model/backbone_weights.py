@@ -1,4 +1,4 @@
-"""Building the timm backbone and loading its weights (paper Sec. 3.1; DESIGN.md Sec. 3 "Backbone").
+"""Building the timm backbone and loading its weights (paper Sec. 3.1; docs/method.md).
 
 The paper's encoder is Swin-B V2 initialised with ImageNet-22K weights. The kit runs in two regimes:
 

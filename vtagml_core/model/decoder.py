@@ -5,7 +5,7 @@ containing 2 sequential transformer blocks [...] alternate regular and shifted w
 [...] Between each stage, we employ an upsampling layer to double the spatial resolution and
 halve the channel dimension". The adapters "guide the stages of the decoder in a sequential
 manner": the deepest adapter output is the decoder input, and skips join after each upsampling
-(DESIGN.md Sec. 3):
+(docs/method.md):
 
 ==========  ======================================  ===============================
 stride       joins the decoder                        tiny kit (128 px) / paper (256)
@@ -26,7 +26,7 @@ Choices this module makes where the paper is silent (each one is a small, named 
   Swin-Unet's ``concat_back_dim`` (:class:`SkipFusion`). Each skip is LayerNorm-ed first, because
   frozen backbone features and adapter outputs live on different scales.
 * **Full resolution**: after the stride-4 stage, a x4 patch expanding (Swin-Unet's
-  ``FinalPatchExpand_X4``) gives an ``H x W`` map. DESIGN.md Sec. 5 reports that edges barely
+  ``FinalPatchExpand_X4``) gives an ``H x W`` map. docs/benchmark.md reports that edges barely
   beat predicting zeros without a full-resolution path, so a light image branch (two 3x3 convs,
   :class:`ImageSkip`) is concatenated and fused with one 3x3 conv. ``image_skip_channels=0``
   removes that branch (and the fusion conv) completely.
@@ -78,7 +78,7 @@ class DecoderConfig:
         mlp_ratio: hidden width of each block's MLP relative to its channels.
         shared: one decoder for all tasks (paper Fig. 2) instead of task-specific decoders of one
             architecture (paper Sec. 3.3 text and the official code; the default).
-        image_skip_channels: width of the light full-resolution image path (DESIGN.md Sec. 5);
+        image_skip_channels: width of the light full-resolution image path (docs/benchmark.md);
             0 disables it.
         image_fuse_kernel: kernel of the conv that fuses the image path with the decoder output
             at full resolution (odd). 3 mixes a 3x3 neighbourhood; 1 is ~9x cheaper and at the

@@ -1,4 +1,4 @@
-"""The pretext model that pretrains the kit's offline backbone (DESIGN.md sections 3 and 5).
+"""The pretext model that pretrains the kit's offline backbone (docs/method.md, docs/benchmark.md).
 
 The paper starts from a Swin-B V2 pretrained on ImageNet-22K and freezes it (Sec. 3.1). Offline,
 the kit cannot download those weights, so it pretrains its tiny Swin V2 itself on the synthetic
@@ -6,7 +6,7 @@ renderer's ``pretext`` split (scenes disjoint from every benchmark split) and th
 exactly like the paper's encoder.
 
 **Why a dense pretext.** A frozen backbone is only as useful as the spatial detail its features
-keep. The prototype measured this on the 2-core CPU (DESIGN.md section 5): a backbone pretrained
+keep. The prototype measured this on the 2-core CPU (docs/benchmark.md): a backbone pretrained
 for 3 minutes on a *global* pretext (which classes are present, how many objects) stayed at
 chance, no better than a frozen random one (mIoU 0.30), because a global target never asks the
 features to say *where* anything is. A *dense* pretext, predicting for every pixel the surface
@@ -88,7 +88,7 @@ class FPNDenseHead(nn.Module):
 
 
 class PretextModel(nn.Module):
-    """Trainable timm backbone + :class:`FPNDenseHead` for the dense pretext (DESIGN.md sec. 5).
+    """Trainable timm backbone + :class:`FPNDenseHead` for the dense pretext (docs/benchmark.md).
 
     Args:
         backbone_cfg: which backbone to build (``name``, ``img_size``; ``pretrained``/``weights``

@@ -36,7 +36,7 @@ tasks with nearly aligned gradients keep a large share. Lower ``kappa`` slows th
 of the objective it minimises, ``sum_n omega[t, n] * L_n``. In this kit omega conditions the
 model through Task-Adapted Attention (Sec. 3.2.2, Eq. 2-3), which is where Sec. 3.2.2 says
 "these task affinities are used", and the trainer minimises ``sum_t lambda_t L_t`` with
-configurable lambda (DESIGN.md, Losses). The reason: the kit trains one set of shared adapter
+configurable lambda (docs/method.md, Losses). The reason: the kit trains one set of shared adapter
 weights with one optimizer, while Algorithm 1 as printed would need one objective per row t.
 :func:`affinity_loss_weights` gives the natural single-objective reading (the mean over rows
 t of ``sum_n omega[t, n] L_n``, i.e. weights = column means of omega) for trainers or

@@ -1,6 +1,6 @@
 """The full VTAGML model (paper Sec. 3, Fig. 2): frozen backbone -> adapters -> decoders -> heads.
 
-Data flow of one forward pass (DESIGN.md section 2)::
+Data flow of one forward pass (docs/method.md)::
 
     images (B, 3, H, W)
       -> FrozenBackbone: taps [(B, h_l, w_l, C_l)] and stage maps at strides 4, 8, 16, 32

@@ -1,4 +1,4 @@
-"""Distributed data parallel training: the same trainer under ``torchrun`` (DESIGN.md section 8).
+"""Distributed data parallel training: the same trainer under ``torchrun`` (docs/layout.md).
 
 ``torchrun --nproc_per_node=K -m vtagml_core train ...`` starts K processes with ``RANK``,
 ``LOCAL_RANK`` and ``WORLD_SIZE`` in their environment; :func:`init_distributed` reads them and

@@ -1,4 +1,4 @@
-"""Training metrics as JSON lines (DESIGN.md section 8): one JSON object per line in ``log.jsonl``.
+"""Training metrics as JSON lines (docs/layout.md): one JSON object per line in ``log.jsonl``.
 
 Two kinds of record, told apart by ``"kind"`` (``step`` counts optimizer steps from 1,
 ``epoch`` counts epochs from 1):

@@ -4,7 +4,7 @@ The paper trains with "a linear combination of the task losses": cross-entropy f
 segmentation, a depth loss, and L1 for surface normals and 2-D edges. Here:
 
 - **seg**: cross-entropy ignoring :data:`~vtagml_core.tasks.IGNORE_INDEX` pixels, optionally
-  class-weighted (:func:`class_weights_from_frequencies`; DESIGN section 5 found 1/sqrt(frequency)
+  class-weighted (:func:`class_weights_from_frequencies`; docs/benchmark.md found 1/sqrt(frequency)
   weighting essential on the synthetic benchmark).
 - **depth**: L1 over valid pixels (default). The paper cites a "rotated loss" without defining
   it; the official VTAGML code trains depth with berHu (reverse Huber, Laina et al., "Deeper
@@ -120,7 +120,7 @@ def class_weights_from_frequencies(
 ) -> Tensor:
     """Per-class cross-entropy weights ``w_k ~ freq_k^-power`` with mean 1 over present classes.
 
-    ``power=0.5`` is the 1/sqrt(frequency) weighting of DESIGN section 5; ``power=1`` is
+    ``power=0.5`` is the 1/sqrt(frequency) weighting of docs/benchmark.md; ``power=1`` is
     inverse frequency, ``power=0`` gives uniform weights. Counts or fractions both work (only
     ratios matter).
 

@@ -1,4 +1,4 @@
-"""Offline backbone pretraining on the renderer's dense pretext split (DESIGN.md sections 3, 5).
+"""Offline backbone pretraining on the renderer's dense pretext split (docs/method.md, docs/benchmark.md).
 
 The paper freezes an ImageNet-pretrained Swin-B V2 (Sec. 3.1). Without internet the kit makes its
 own pretrained backbone: :func:`pretrain` trains :class:`~vtagml_core.model.pretext.PretextModel`

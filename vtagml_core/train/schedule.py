@@ -1,6 +1,6 @@
 """When things happen in training: the learning-rate schedule and the data order of each epoch.
 
-**Learning rate** (DESIGN.md section 3, "Training": Adam with warm-up then cosine decay). The
+**Learning rate** (docs/method.md, "Training": Adam with warm-up then cosine decay). The
 multiplier of the peak rate ``lr`` after ``s`` optimizer steps is::
 
     s < W:       (s + 1) / W                                            (linear warm-up)

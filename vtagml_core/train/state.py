@@ -1,4 +1,4 @@
-"""The training state for exact resume: one atomic ``state.pt`` (DESIGN.md section 8).
+"""The training state for exact resume: one atomic ``state.pt`` (docs/layout.md).
 
 ``state.pt`` holds everything that changes while training, so that a resumed run continues as
 if it had never stopped:

@@ -1,6 +1,6 @@
 """The trainer: epochs of training steps, validation, checkpoints and exact resume.
 
-One object runs a whole training (DESIGN.md section 3, "Training": Adam on the adapters,
+One object runs a whole training (docs/method.md, "Training": Adam on the adapters,
 decoders and heads, warm-up then cosine learning rate; section 8: atomic safetensors/JSON
 files, JSON-lines metrics, ``torchrun`` for several GPUs, bf16 autocast on CUDA)::
 

@@ -1,4 +1,4 @@
-"""The kit's built-in synthetic multitask benchmark (DESIGN.md section 5).
+"""The kit's built-in synthetic multitask benchmark (docs/benchmark.md).
 
 A procedural 3-D scene generator with a vectorised numpy ray caster, rendering for every
 image exact labels for the paper's four tasks: segmentation, z-buffer depth, camera-frame

@@ -279,15 +279,20 @@ def setting_document(ctx: SettingContext, setting: str, title: str, where: dict[
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
 
 
-def write_setting(ctx: SettingContext, doc: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``<root>/setting_results/<setting>.json`` and ``.md``; returns both paths."""
+def write_setting(ctx: SettingContext, doc: dict[str, Any],
+                  markdown: Callable[[dict[str, Any]], str] | None = None) -> tuple[Path, Path]:
+    """Write ``<root>/setting_results/<setting>.json`` and ``.md``; returns both paths.
+
+    ``markdown`` formats the document (default: the settings' tables; the comparison passes
+    its own).
+    """
     from vtagml_core.experiments.tables import setting_markdown
 
     out = ctx.root / RESULTS_SUBDIR
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / f"{doc['setting']}.json", out / f"{doc['setting']}.md"
     js.write_text(json.dumps(doc, indent=2) + "\n")
-    md.write_text(setting_markdown(doc) + "\n")
+    md.write_text((markdown or setting_markdown)(doc) + "\n")
     return js, md
 
 

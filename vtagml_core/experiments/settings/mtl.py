@@ -5,7 +5,7 @@ default) one model per seed is trained on the source domain's train split with a
 (model selection on its val split) and scored on its **test** split. One single-task model per
 task and seed (method ``single_task``) gives the references of
 
-    delta_m = (1/T) sum_t (-1)^{l_t} (M_mtl,t - M_stl,t) / M_stl,t * 100 %     (DESIGN.md sec. 6)
+    delta_m = (1/T) sum_t (-1)^{l_t} (M_mtl,t - M_stl,t) / M_stl,t * 100 %     (docs/settings.md, delta_m)
 
 over the task set's primary metrics (mIoU, depth RMSE, normals mErr, odsF;
 :mod:`vtagml_core.metrics.delta_m`), computed per seed against the single-task models of the same
@@ -153,7 +153,7 @@ def run_mtl(ctx: SettingContext) -> dict[str, Any]:
     sanity = quality_check(ctx, s.task_sets[-1])
     notes = [f"All models trained on synthetic/{src} train ({ctx.cfg.data.train_count} scenes, all "
              "labels), best epoch by the val split, scored on the test split.",
-             "delta_m (DESIGN.md sec. 6) is per seed against the single-task models of the same seed "
+             "delta_m (docs/settings.md, delta_m) is per seed against the single-task models of the same seed "
              "(one per task, same backbone, adapters and decoder), over the primary metrics; "
              "positive = the multitask model is better.",
              *_sanity_notes(sanity)]
