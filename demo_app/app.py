@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ from vtagml_core.predict import MAX_UPLOAD_BYTES
 from vtagml_core.tasks import TASK_TITLES, TASKS
 
 from .checkpoints import default_roots
-from .examples import render_examples
+from .examples import EXAMPLES_FOLDER, render_examples
+from .panels import normals_key_html
 from .service import DemoService, blank_figure
 
 log = logging.getLogger("vtagml.demo")
@@ -48,8 +50,16 @@ DEFAULT_PORT: int = 7860
 CONCURRENCY: int = 2
 #: Requests waiting in the queue before new ones are turned away.
 QUEUE_SIZE: int = 64
-#: Gradio's cache of per-request files is swept every hour of files older than an hour.
-CACHE_SWEEP_S: tuple[int, int] = (3600, 3600)
+#: Gradio's cache of this app's files (uploads, copies of the outputs): every 5 minutes the
+#: files older than 10 minutes are deleted (clients fetch outputs right after the answer), and
+#: all of them when the server stops (Gradio's ``delete_cache``).
+CACHE_SWEEP_S: tuple[int, int] = (300, 600)
+#: Signals that stop the server like Ctrl-C does, so its temporary files are removed on exit.
+STOP_SIGNALS: tuple[str, ...] = ("SIGTERM", "SIGHUP")
+#: Attention slider limits when no checkpoint loads at start (the quick preset's adapters:
+#: 6 layers, at most 16 heads); with a checkpoint they come from its model's layers.
+FALLBACK_LAYERS: int = 6
+FALLBACK_HEADS: int = 16
 #: Height (px) of each output image on the page.
 IMAGE_HEIGHT_PX: int = 280
 #: Height (px) of the attention view.
@@ -82,14 +92,30 @@ def _image(label: str, elem_id: str) -> gr.Image:
                     height=IMAGE_HEIGHT_PX, elem_id=elem_id, min_width=200)
 
 
+def _attention_limits(service: DemoService, label: str | None) -> tuple[int, int]:
+    """(adapter layers, largest head count) of a checkpoint's model, for the sliders' limits."""
+    if label is None:
+        return FALLBACK_LAYERS, FALLBACK_HEADS
+    try:
+        c = service.attention_controls(label)
+    except (ValueError, FileNotFoundError):
+        return FALLBACK_LAYERS, FALLBACK_HEADS
+    return max(c["layers"], 1), max(c["heads"], 1)
+
+
 def build_app(checkpoint_root: Path | Sequence[Path] | None = None,
               example_dir: Path | None = None, service: DemoService | None = None) -> gr.Blocks:
     """The demo as a :class:`gr.Blocks` (not launched; see :func:`launch_app`).
 
+    The checkpoint menu preselects the newest checkpoint that loads (broken ones are listed
+    as such, with the reason below the menu); the attention sliders' limits come from that
+    model's adapter layers.
+
     Args:
         checkpoint_root: folder(s) whose sub-folders are listed as checkpoints; default
             ``demo_app/checkpoints/`` and ``runs/``.
-        example_dir: where to render the example images (default: a temporary folder).
+        example_dir: where to render the example images (default: ``examples/`` in the
+            service's work folder, removed with it).
         service: the handlers (built from ``checkpoint_root`` when not given).
     """
     if service is None:
@@ -97,8 +123,11 @@ def build_app(checkpoint_root: Path | Sequence[Path] | None = None,
                  [Path(checkpoint_root)] if isinstance(checkpoint_root, (str, Path))
                  else [Path(r) for r in checkpoint_root])
         service = DemoService(roots)
-    examples = render_examples(example_dir)
-    choices = service.checkpoint_choices()
+    examples = render_examples(example_dir if example_dir is not None
+                               else service.work_dir / EXAMPLES_FOLDER)
+    choices = service.checkpoint_options()
+    default = service.default_checkpoint()
+    limits = _attention_limits(service, default)
     task_choices = [(TASK_TITLES[t], t) for t in TASKS]
 
     with gr.Blocks(title="VTAGML demo", analytics_enabled=False, delete_cache=CACHE_SWEEP_S) as demo:
@@ -108,14 +137,19 @@ def build_app(checkpoint_root: Path | Sequence[Path] | None = None,
             with gr.Column(scale=1, min_width=300):
                 # No file_types filter: every upload reaches load_image, which judges the
                 # content (not the extension) and explains what is wrong with a bad file.
+                # type="binary": with "filepath", Gradio 6 leaves an empty temporary file in
+                # its cache for every request, which nothing ever removes.
                 file = gr.File(label="Image (PNG, JPEG, GIF, BMP, TIFF, WebP; max "
-                               f"{MAX_UPLOAD_BYTES // 2**20} MB)", type="filepath", elem_id="vt-upload")
+                               f"{MAX_UPLOAD_BYTES // 2**20} MB)", type="binary", elem_id="vt-upload")
                 with gr.Row():
-                    ckpt = gr.Dropdown(choices=choices, value=choices[0] if choices else None,
+                    # Custom values: the handlers check every label against a fresh listing,
+                    # so API clients may name checkpoints written after the server started.
+                    ckpt = gr.Dropdown(choices=choices, value=default, allow_custom_value=True,
                                        label="Checkpoint", elem_id="vt-checkpoint", scale=4)
                     refresh = gr.Button("Refresh", scale=1, min_width=70, size="sm")
+                broken = gr.Markdown(service.broken_message(), elem_id="vt-broken")
                 run = gr.Button("Predict", variant="primary", elem_id="vt-predict")
-                status = gr.Markdown(elem_id="vt-status")
+                status = gr.Markdown(label="Status", show_label=False, elem_id="vt-status")
                 gr.Examples(examples=[[str(p)] for p in examples], inputs=[file],
                             label="Examples: one scene per synthetic domain")
                 with gr.Accordion("Train a quick checkpoint", open=not choices):
@@ -138,8 +172,12 @@ def build_app(checkpoint_root: Path | Sequence[Path] | None = None,
                             for t in TASKS[2:]:
                                 outs[t] = _image(PANEL_TITLES[t], f"vt-out-{t}")
                             with gr.Column(min_width=200):
-                                legend = gr.HTML(elem_id="vt-legend")
+                                legend = gr.HTML(label="Class legend", show_label=False,
+                                                 elem_id="vt-legend")
+                                gr.HTML(normals_key_html(), elem_id="vt-normals-key")
                                 arrays = gr.File(label="Arrays (.npz)", interactive=False)
+                        card = gr.Markdown(service.training_card(default) if default else "",
+                                           elem_id="vt-card")
                     with gr.Tab("Task affinities"):
                         aff_note = gr.Markdown()
                         with gr.Row():
@@ -152,14 +190,14 @@ def build_app(checkpoint_root: Path | Sequence[Path] | None = None,
                                     "(yellow = most), red circle: the query token.")
                         with gr.Row():
                             att_task = gr.Dropdown(choices=task_choices, value=TASKS[0], label="Task stream")
-                            att_layer = gr.Slider(0, 5, value=0, step=1, label="Adapter layer")
-                            att_head = gr.Slider(0, 7, value=0, step=1, label="Head")
+                            att_layer = gr.Slider(0, limits[0] - 1, value=0, step=1, label="Adapter layer")
+                            att_head = gr.Slider(0, limits[1] - 1, value=0, step=1, label="Head")
                         with gr.Row():
                             att_x = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Query x (fraction of width)")
                             att_y = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Query y (fraction of height)")
                         att_img = gr.Image(label="Attention of the query token", type="numpy",
                                            format="png", interactive=False, height=ATTENTION_HEIGHT_PX)
-                        att_caption = gr.Markdown()
+                        att_caption = gr.Markdown(label="Attention caption", show_label=False)
 
         predict_outputs = [inp, *outs.values(), legend, arrays, status]
         attention_inputs = [file, ckpt, att_task, att_layer, att_head, att_x, att_y]
@@ -169,6 +207,10 @@ def build_app(checkpoint_root: Path | Sequence[Path] | None = None,
                 c = service.attention_controls(label)
             except (ValueError, FileNotFoundError):
                 return gr.update(), gr.update(), gr.update()
+            # The API checks slider values against the components' own limits: widen them to
+            # any checkpoint used since the start (the handler clamps per layer).
+            att_layer.maximum = max(att_layer.maximum, c["layers"] - 1)
+            att_head.maximum = max(att_head.maximum, c["heads"] - 1)
             return (gr.update(choices=[(TASK_TITLES[t], t) for t in c["tasks"]], value=c["tasks"][0]),
                     gr.update(maximum=max(c["layers"] - 1, 0)), gr.update(maximum=max(c["heads"] - 1, 0)))
 
@@ -182,11 +224,16 @@ def build_app(checkpoint_root: Path | Sequence[Path] | None = None,
         def affinity(label: str | None) -> tuple[Any, ...]:
             heat_fig, hist_fig, note = service.affinity(label)
             return (heat_fig or blank_figure("no affinity matrix"),
-                    hist_fig or blank_figure("no history recorded"), note)
+                    hist_fig or blank_figure("no history recorded"), note,
+                    service.training_card(label) if label else "")
 
-        def relist() -> tuple[Any, ...]:
-            found = service.checkpoint_choices()
-            return gr.update(choices=found, value=found[0] if found else None), gr.update(visible=not found)
+        def relist(current: str | None = None) -> tuple[Any, ...]:
+            """Rescan: the menu (keeping a usable choice, else the default), notes."""
+            options = service.checkpoint_options()
+            usable = [label for shown, label in options if shown == label]
+            value = current if current in usable else service.default_checkpoint()
+            return (gr.update(choices=options, value=value), gr.update(visible=not options),
+                    service.broken_message())
 
         def select_query(image: np.ndarray | None, evt: gr.SelectData) -> tuple[float, float]:
             if image is None or evt.index is None:
@@ -213,13 +260,15 @@ def build_app(checkpoint_root: Path | Sequence[Path] | None = None,
             concurrency_id="model")
         show.change(lambda shown: [gr.update(visible=t in shown) for t in TASKS], [show],
                     list(outs.values()), api_visibility="private", queue=False)
-        ckpt.change(affinity, [ckpt], [heat, hist, aff_note], api_visibility="private").then(
+        ckpt.change(affinity, [ckpt], [heat, hist, aff_note, card], api_visibility="private").then(
             controls, [ckpt], [att_task, att_layer, att_head], api_visibility="private")
-        refresh.click(relist, None, [ckpt, no_ckpt], api_visibility="private")
+        refresh.click(relist, [ckpt], [ckpt, no_ckpt, broken], api_visibility="private")
         train.click(service.train_quick, None, train_status, api_visibility="private",
                     concurrency_limit=1, concurrency_id="train").then(
-            relist, None, [ckpt, no_ckpt], api_visibility="private")
-        demo.load(affinity, [ckpt], [heat, hist, aff_note], api_visibility="private").then(
+            relist, [ckpt], [ckpt, no_ckpt, broken], api_visibility="private")
+        # Each page load rescans, so a reload shows checkpoints written since the start.
+        demo.load(relist, [ckpt], [ckpt, no_ckpt, broken], api_visibility="private").then(
+            affinity, [ckpt], [heat, hist, aff_note, card], api_visibility="private").then(
             controls, [ckpt], [att_task, att_layer, att_head], api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
@@ -267,21 +316,39 @@ def main(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False
     torch.set_num_threads(threads if threads is not None else default_threads())
     roots = default_roots() if checkpoint_root is None else [Path(checkpoint_root)]
     service = DemoService(roots)
-    demo = build_app(service=service)
-    if host != DEFAULT_HOST:
-        print(f"warning: serving on {host}, reachable from other machines on that interface")
-    url = launch_app(demo, host, port, share, block=False)
-    print(f"VTAGML demo ready at {url} ({time.perf_counter() - start:.1f} s after start)", flush=True)
-    if not service.checkpoint_choices():
-        if auto_train:
-            print("No trained checkpoint yet: training one in the quick preset now (first start "
-                  "only; a few minutes on a CPU). The app serves meanwhile; press the refresh "
-                  "button next to the checkpoint list when training has finished.", flush=True)
-            threading.Thread(target=_auto_train, args=(service,), daemon=True).start()
-        else:
-            print(service.no_checkpoint_message(), flush=True)
-    threading.Thread(target=_warm_up, args=(service,), daemon=True).start()
-    demo.block_thread()
+    _stop_on_signals()
+    try:
+        demo = build_app(service=service)
+        if host != DEFAULT_HOST:
+            print(f"warning: serving on {host}, reachable from other machines on that interface")
+        url = launch_app(demo, host, port, share, block=False)
+        print(f"VTAGML demo ready at {url} ({time.perf_counter() - start:.1f} s after start)",
+              flush=True)
+        if not service.checkpoint_choices():
+            if auto_train:
+                print("No trained checkpoint yet: training one in the quick preset now (first "
+                      "start only; a few minutes on a CPU). The app serves meanwhile; press the "
+                      "refresh button next to the checkpoint list when training has finished.",
+                      flush=True)
+                threading.Thread(target=_auto_train, args=(service,), daemon=True).start()
+            else:
+                print(service.no_checkpoint_message(), flush=True)
+        threading.Thread(target=_warm_up, args=(service,), daemon=True).start()
+        demo.block_thread()  # returns on Ctrl-C or a STOP_SIGNALS signal, server closed
+        demo.close()  # Gradio's shutdown deletes its cached files of this app (delete_cache)
+    finally:
+        service.close()  # the demo's own temporary folder (also registered with atexit)
+
+
+def _stop_on_signals() -> None:
+    """Turn :data:`STOP_SIGNALS` into KeyboardInterrupt, which stops the server like Ctrl-C
+    (without this, SIGTERM kills the process before any clean-up runs)."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):  # SIGHUP does not exist on Windows
+            signal.signal(getattr(signal, name), stop)
 
 
 def _auto_train(service: DemoService) -> None:

@@ -1,19 +1,27 @@
-"""Display pieces of the demo: the depth colour bar, the class legend, the arrays file.
+"""Display pieces of the demo: the depth colour bar, the class legend, the arrays file, what
+the checkpoint was trained on (with its validation metrics and an out-of-domain caution) and
+the colour key of the normals.
 
 They work on a :class:`vtagml_core.predict.Prediction` and return plain uint8 images,
 HTML strings or file paths, so the same outputs reach the browser and ``gradio_client``.
 """
 from __future__ import annotations
 
+import atexit
 import html
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 from vtagml_core.predict import LegendEntry, Prediction
-from vtagml_core.viz.samples import depth_to_rgb
+from vtagml_core.tasks import TASK_TITLES
+from vtagml_core.viz.samples import depth_to_rgb, normals_to_rgb
+
+from .checkpoints import TrainingInfo
 
 #: Colour bar geometry beside the depth image, in pixels: gap and bar width.
 BAR_GAP_PX: int = 8
@@ -34,6 +42,23 @@ LABEL_RGB: tuple[int, int, int] = (30, 30, 30)
 PNG_COMPRESS_LEVEL: int = 1
 #: Classes listed in the legend (most frequent first); the rest are summed up in one line.
 LEGEND_MAX_CLASSES: int = 12
+#: Normals colour key: surface orientations (unit normals in the camera frame: x right,
+#: y down, z forward, as the synthetic renderer writes them) and what they look like.
+NORMALS_KEY: tuple[tuple[str, tuple[float, float, float]], ...] = (
+    ("facing the camera", (0.0, 0.0, -1.0)),
+    ("facing up (floor, table top)", (0.0, -1.0, 0.0)),
+    ("facing down (ceiling)", (0.0, 1.0, 0.0)),
+    ("facing right (a wall on the left)", (1.0, 0.0, 0.0)),
+    ("facing left (a wall on the right)", (-1.0, 0.0, 0.0)),
+)
+#: Caution shown with every prediction, by what the checkpoint was trained on.
+CAUTION_SYNTHETIC: str = ("Trained only on the kit's synthetic `{name}` scenes: on photos unlike "
+                          "them (a circuit board, a face, a product shot) every pixel still gets "
+                          "one of its {classes} classes and a depth; read such outputs as guesses.")
+CAUTION_REAL: str = ("Trained on the `{name}` dataset: images of other kinds of scenes are out of "
+                     "its domain; read such outputs as guesses.")
+CAUTION_UNKNOWN: str = ("No training record was found next to this checkpoint: unless you know it "
+                        "saw images like yours, read its outputs as guesses.")
 
 
 def depth_panel(pred: Prediction) -> np.ndarray:
@@ -109,8 +134,69 @@ def arrays_file(pred: Prediction, folder: Path | None = None) -> Path:
     """
     arrays = {k: (v.astype(np.int16) if k == "seg" else v) for k, v in pred.arrays().items()}
     arrays["image"] = pred.image
-    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="vtagml_pred_"))
+    if folder is None:  # a temporary folder, removed at exit
+        folder = Path(tempfile.mkdtemp(prefix="vtagml_pred_"))
+        atexit.register(shutil.rmtree, folder, True)
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "prediction.npz"
     np.savez(path, **arrays)
     return path
+
+
+def trained_on(info: TrainingInfo) -> str:
+    """"synthetic domain `indoor` (...)", "real dataset `nyud`" or "not recorded"."""
+    if not info.dataset:
+        return "not recorded (no run files next to the checkpoint)"
+    if info.synthetic:
+        extra = f"; {info.details}" if info.details else ""
+        return f"synthetic domain `{info.dataset}` (the kit's procedural renderer{extra})"
+    return f"real dataset `{info.dataset}`"
+
+
+def caution(info: TrainingInfo, num_classes: int) -> str:
+    """The one-line out-of-domain caution for a checkpoint."""
+    if not info.dataset:
+        return CAUTION_UNKNOWN
+    template = CAUTION_SYNTHETIC if info.synthetic else CAUTION_REAL
+    return template.format(name=info.dataset, classes=num_classes)
+
+
+def metrics_text(metrics: dict[str, dict[str, float]]) -> str:
+    """Each task's headline validation metric, with the direction that is better."""
+    parts = []
+    for task, values in metrics.items():
+        name = PRIMARY_METRICS.get(task)
+        if not isinstance(values, dict) or name not in values:
+            continue
+        better = "lower" if METRIC_DIRECTIONS.get(name, False) else "higher"
+        parts.append(f"{TASK_TITLES.get(task, task)} {name} {float(values[name]):.3f} "
+                     f"({better} is better)")
+    return " · ".join(parts)
+
+
+def training_card(label: str, info: TrainingInfo, class_names: list[str]) -> str:
+    """Markdown next to the predictions: training data, validation metrics, caution."""
+    lines = [f"**About this checkpoint** (`{label}`)", "",
+             f"- Trained on: {trained_on(info)}."]
+    scores = metrics_text(info.metrics)
+    if scores:
+        where = f" ({html.escape(info.metrics_where)})" if info.metrics_where else ""
+        lines.append(f"- Validation{where}: {scores}.")
+    else:
+        lines.append("- Validation metrics: not recorded next to the checkpoint.")
+    lines.append(f"- Classes it knows ({len(class_names)}): {', '.join(class_names)}.")
+    lines.append(f"- **Caution:** {caution(info, len(class_names))}")
+    return "\n".join(lines)
+
+
+def normals_key_html() -> str:
+    """The normals colour key: a swatch per surface orientation, and the mapping."""
+    vectors = np.array([v for _, v in NORMALS_KEY], dtype=np.float32)[None]
+    colours = normals_to_rgb(vectors)[0]
+    items = [f'<span class="vt-legend-item"><span class="vt-swatch" style="background:'
+             f'#{r:02x}{g:02x}{b:02x}"></span>{html.escape(name)}</span>'
+             for (name, _), (r, g, b) in zip(NORMALS_KEY, colours)]
+    return ('<div class="vt-legend"><b>Normals colours:</b> ' + " ".join(items)
+            + "<br><small>RGB = (n + 1) / 2 of the unit surface normal in the camera frame "
+            "(x right, y down, z forward).</small></div>")

@@ -7,6 +7,7 @@ their traceback and reported as an internal error, also without raising.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Union
 
 import numpy as np
 import plotly.graph_objects as go
@@ -26,8 +27,10 @@ from vtagml_core.tasks import TASK_TITLES, TASKS
 from vtagml_core.viz.affinity import affinity_heatmap, affinity_history_figure
 from vtagml_core.viz.attention import attention_layers, attention_map, attention_overlay, query_token
 
-from .checkpoints import PredictorCache, default_roots, find_checkpoints, resolve
-from .panels import arrays_file, depth_panel, legend_html, write_png
+from .checkpoints import (CheckpointCatalog, CheckpointStatus, PredictorCache, default_roots,
+                          display_path, public_message, read_training_info, resolve)
+from .panels import (arrays_file, caution, depth_panel, legend_html, trained_on, training_card,
+                     write_png)
 
 log = logging.getLogger("vtagml.demo")
 
@@ -38,11 +41,21 @@ PREDICT_OUTPUTS: tuple[str, ...] = ("input", "seg", "depth", "normals", "edges",
 QUICK_RUN_NAME: str = "quick"
 #: Heatmap cell text: the affinity with three decimals.
 AFFINITY_TEXT: str = "%{z:.3f}"
-#: Height and bottom margin (px) of the history figure, whose step slider sits below the axis.
-HISTORY_HEIGHT_PX: int = 560
-HISTORY_MARGIN_PX: int = 150
-#: Per-request output folders kept on disk (older ones are deleted as new requests come).
-REQUEST_DIRS_KEPT: int = 64
+#: Affinity figures: height (px), top margin (room for a two-line title), and below the
+#: history's axis: the room for the two-line task names and the axis title, then the slider.
+AFFINITY_HEIGHT_PX: int = 500
+HISTORY_HEIGHT_PX: int = 640
+TITLE_MARGIN_PX: int = 90
+AXIS_ROOM_PX: int = 90
+SLIDER_ROOM_PX: int = 110
+#: Per-request output folders on disk: at most this many and this many bytes in all (oldest
+#: deleted first), but never the newest REQUEST_DIRS_MIN (requests whose files Gradio may still
+#: be copying into its cache: more than the app's concurrency).
+REQUEST_DIRS_KEPT: int = 32
+REQUEST_DIRS_MAX_BYTES: int = 64 * 2**20
+REQUEST_DIRS_MIN: int = 8
+#: Prefix of the demo's temporary folders (removed at exit).
+WORK_DIR_PREFIX: str = "vtagml_demo_"
 #: Seconds a stopped training process gets to exit after SIGTERM.
 TERMINATE_TIMEOUT_S: int = 30
 #: Lines of training output shown while it runs.
@@ -50,47 +63,114 @@ TRAIN_LOG_LINES: int = 6
 
 NO_FILE_MESSAGE = "Upload an image (PNG, JPEG, ...) or pick one of the examples."
 
+#: What the handlers receive as the image: a file path (tests, scripts) or the uploaded
+#: file's bytes (the app's upload component), None when nothing was uploaded.
+Upload = Union[str, Path, bytes, None]
+
+
+def _no_file(file: Upload) -> bool:
+    """Nothing uploaded (empty bytes are an upload: the loader says they are empty)."""
+    return file is None or (isinstance(file, (str, Path)) and not str(file))
+
 
 def _error(message: str) -> str:
     return f"**Error:** {message}"
 
 
+def _folder_bytes(folder: Path) -> int:
+    """Total size of the files in ``folder`` (0 when it is gone)."""
+    try:
+        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    except OSError:
+        return 0
+
+
 class DemoService:
     """State and handlers of one demo app.
+
+    Files: per-request outputs go to ``work_dir/request_NNNNNN/`` (bounded by
+    :data:`REQUEST_DIRS_KEPT` folders and :data:`REQUEST_DIRS_MAX_BYTES`); :meth:`close`
+    removes them (the whole ``work_dir`` when the service made it), and is registered with
+    ``atexit``, so a stopped server (Ctrl-C, SIGTERM: see :func:`demo_app.app.main`) leaves
+    nothing behind.
 
     Args:
         roots: checkpoint roots to list (default :func:`.checkpoints.default_roots`).
         work_dir: where per-request files (the ``.npz`` arrays) are written; default a
-            fresh temporary folder.
+            fresh temporary folder ``vtagml_demo_*``.
     """
 
     def __init__(self, roots: list[Path] | None = None, work_dir: Path | None = None) -> None:
         self.roots = [Path(r) for r in (roots if roots is not None else default_roots())]
         self.cache = PredictorCache()
-        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="vtagml_demo_"))
+        self.catalog = CheckpointCatalog(self.roots, self.cache)
+        self._owns_work_dir = not work_dir
+        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX))
         self._train_lock = threading.Lock()
         self._counter = 0
         self._counter_lock = threading.Lock()
+        self._requests: list[Path] = []  # request folders still on disk, oldest first
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Remove this service's files: its ``work_dir`` if it made it, else its request folders."""
+        with self._counter_lock:
+            requests, self._requests = self._requests, []
+        if self._owns_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        else:
+            for folder in requests:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def public(self, text: str) -> str:
+        """A message without the server's absolute paths (checkpoint roots, work folder)."""
+        text = public_message(text, self.roots)
+        return text.replace(str(self.work_dir), display_path(self.work_dir))
 
     # ------------------------------------------------------------------ checkpoints
+    def checkpoints(self) -> list[CheckpointStatus]:
+        """The checkpoints found now (a fresh scan): usable ones newest first, then broken ones."""
+        return self.catalog.scan()
+
     def checkpoint_choices(self) -> list[str]:
-        """Labels of the checkpoints found now, shipped ones first."""
-        return list(find_checkpoints(self.roots))
+        """Labels of the checkpoints found now, in :meth:`checkpoints` order."""
+        return [entry.label for entry in self.checkpoints()]
+
+    def checkpoint_options(self) -> list[tuple[str, str]]:
+        """``(shown, label)`` pairs for the checkpoint menu; broken ones say so."""
+        return [(f"{e.label} (broken)" if e.broken else e.label, e.label) for e in self.checkpoints()]
 
     def default_checkpoint(self) -> str | None:
-        choices = self.checkpoint_choices()
-        return choices[0] if choices else None
+        """The newest checkpoint that loads (it is loaded now); None when none does."""
+        return self.catalog.default()
+
+    def broken_message(self) -> str:
+        """Markdown listing the broken checkpoints and why; empty when there are none."""
+        broken = [e for e in self.checkpoints() if e.broken]
+        if not broken:
+            return ""
+        return "\n".join(["**Broken checkpoints** (never preselected):"]
+                         + [f"- `{e.label}`: {e.problem}" for e in broken])
 
     def no_checkpoint_message(self) -> str:
-        where = ", ".join(f"`{r}`" for r in self.roots)
+        where = ", ".join(f"`{display_path(r)}`" for r in self.roots)
         return (f"No trained checkpoint was found under {where}. Use **Train a quick "
                 "checkpoint** below (a few minutes on a CPU), or run `make reproduce` in a "
                 "terminal (it writes `runs/reproduce/model`), then press the refresh button.")
 
     def predictor(self, checkpoint: str | None):
-        """The cached :class:`~vtagml_core.predict.Predictor` of a listed checkpoint label."""
-        _, folder = resolve(checkpoint, self.roots)
-        return self.cache.get(folder)
+        """The cached :class:`~vtagml_core.predict.Predictor` of a listed checkpoint label
+        (empty: the default); raises ValueError naming the reason when it does not load."""
+        return self.catalog.load(checkpoint)[1]
+
+    def training_card(self, checkpoint: str | None) -> str:
+        """Markdown: what the checkpoint was trained on, its validation metrics, a caution."""
+        try:
+            label, predictor = self.catalog.load(checkpoint)
+            _, folder = resolve(label, self.roots)
+            return training_card(label, read_training_info(folder), predictor.class_names)
+        except (ValueError, FileNotFoundError) as err:
+            return _error(self.public(str(err)))
 
     def warm_up(self) -> str:
         """Load the default checkpoint and run one prediction, so the first request is fast."""
@@ -102,27 +182,49 @@ class DemoService:
         return f"warmed up {label}"
 
     # ------------------------------------------------------------------ predictions
-    def run_prediction(self, file: str | None, checkpoint: str | None) -> tuple[Prediction, list[str], str]:
-        """Load ``file`` and predict with ``checkpoint``; raises ValueError for the user."""
-        if not file:
+    def run_prediction(self, file: Upload, checkpoint: str | None) -> tuple[Prediction, list[str], str]:
+        """Load ``file`` (a path or the uploaded bytes) and predict with ``checkpoint``; raises
+        ValueError for the user."""
+        if _no_file(file):
             raise ValueError(NO_FILE_MESSAGE)
         loaded = load_image_with_notes(file)
-        label, _ = resolve(checkpoint, self.roots)
-        return self.predictor(label).predict(loaded.rgb), loaded.notes, label
+        label, predictor = self.catalog.load(checkpoint)
+        return predictor.predict(loaded.rgb), loaded.notes, label
 
     def _request_dir(self) -> Path:
-        """A new folder name for one request's files; the folder made KEPT requests ago goes.
-
-        Gradio copies the returned files into its own cache when the handler returns, so old
-        request folders are no longer needed.
-        """
+        """A new folder name for one request's files (see :meth:`_prune`)."""
         with self._counter_lock:
             self._counter += 1
-            n = self._counter
-        shutil.rmtree(self.work_dir / f"request_{n - REQUEST_DIRS_KEPT:06d}", ignore_errors=True)
-        return self.work_dir / f"request_{n:06d}"
+            folder = self.work_dir / f"request_{self._counter:06d}"
+            self._requests.append(folder)
+        return folder
 
-    def predict(self, file: str | None, checkpoint: str | None = None) -> tuple[Any, ...]:
+    def _prune(self) -> None:
+        """Delete old request folders, oldest first, once a request has written its files.
+
+        Gradio copies the returned files into its own cache when the handler returns, so old
+        request folders are no longer needed: beyond the newest :data:`REQUEST_DIRS_MIN` they
+        are deleted while there are more than :data:`REQUEST_DIRS_KEPT` or they hold more than
+        :data:`REQUEST_DIRS_MAX_BYTES`.
+        """
+        with self._counter_lock:
+            sizes = [_folder_bytes(f) for f in self._requests]
+            doomed = []
+            while len(self._requests) > REQUEST_DIRS_MIN and (
+                    len(self._requests) > REQUEST_DIRS_KEPT or sum(sizes) > REQUEST_DIRS_MAX_BYTES):
+                doomed.append(self._requests.pop(0))
+                sizes.pop(0)
+        for old in doomed:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _training_line(self, label: str) -> str:
+        """One status line: what the checkpoint was trained on, and the out-of-domain caution."""
+        _, folder = resolve(label, self.roots)
+        info = read_training_info(folder)
+        classes = len(self.predictor(label).class_names)
+        return f"Trained on {trained_on(info)}. {caution(info, classes)}"
+
+    def predict(self, file: Upload, checkpoint: str | None = None) -> tuple[Any, ...]:
         """The /predict handler: outputs in :data:`PREDICT_OUTPUTS` order.
 
         Images are PNG file paths (one folder per request under ``work_dir``), ``None`` for a
@@ -138,6 +240,7 @@ class DemoService:
             npz = arrays_file(pred, folder)
             files = {name: write_png(folder / f"{name}.png", rgb)
                      for name, rgb in {"input": pred.image, **images}.items()}
+            self._prune()
             missing = [t for t in TASKS if t not in pred.tasks]
             t = pred.timings
             status = [f"Checkpoint `{label}`: model forward {t['forward']:.0f} ms, "
@@ -147,35 +250,33 @@ class DemoService:
             if missing:
                 status.append("This checkpoint has no " + ", ".join(TASK_TITLES[m] for m in missing)
                               + " head.")
+            status.append(self._training_line(label))
             return (files["input"], files.get("seg"), files.get("depth"), files.get("normals"),
                     files.get("edges"), legend_html(pred.legend) if pred.seg is not None else "",
-                    str(npz), "\n\n".join(status))
+                    str(npz), "\n\n".join(line for line in status if line))
         except (ValueError, FileNotFoundError) as err:
-            return (None, None, None, None, None, "", None, _error(str(err)))
+            return (None, None, None, None, None, "", None, _error(self.public(str(err))))
         except Exception as err:  # keep serving; the log has the traceback
             log.exception("prediction failed")
-            return (None, None, None, None, None, "", None,
-                    _error(f"internal error ({type(err).__name__}: {err}); see the server log"))
+            return (None, None, None, None, None, "", None, _error(self.public(
+                f"internal error ({type(err).__name__}: {err}); see the server log")))
 
     # ------------------------------------------------------------------ affinities
     def affinity(self, checkpoint: str | None) -> tuple[go.Figure | None, go.Figure | None, str]:
         """TROA's omega of a checkpoint as a heatmap, its history with a step slider, a note."""
         try:
-            label, _ = resolve(checkpoint, self.roots)
-            model = self.predictor(label).model
+            label, predictor = self.catalog.load(checkpoint)
+            model = predictor.model
             if getattr(getattr(model, "adapter", None), "troa", None) is None:
                 raise ValueError(f"the model of {label} has no TROA affinity matrix")
             troa = model.adapter.troa
             updates = int(troa.num_updates)
-            heat = affinity_heatmap(model.omega, model.tasks,
-                                    title=f"TROA task affinity omega ({label}, {updates} updates)")
+            heat = affinity_heatmap(model.omega, model.tasks)
+            _fit_affinity_layout(heat, "TROA task affinity omega", f"{label}, {updates} updates")
             steps, mats = troa.history_tensor()
             history = affinity_history_figure(steps, mats, model.tasks) if len(steps) >= 2 else None
-            for fig in (heat, history):  # 3 decimals (float32 text would print ~15 digits)
-                if fig is not None:
-                    fig.update_traces(texttemplate=AFFINITY_TEXT, selector=dict(type="heatmap"))
-            if history is not None:  # room for the step slider below the task names
-                history.update_layout(height=HISTORY_HEIGHT_PX, margin=dict(b=HISTORY_MARGIN_PX))
+            if history is not None:
+                _fit_affinity_layout(history, "omega over training", label, slider=True)
             note = [f"Row t is target task t's distribution over inductive tasks n (paper Sec. "
                     f"3.2.1, Algorithm 1); {updates} TROA updates, {len(steps)} snapshots recorded."]
             if not troa.enabled:
@@ -185,10 +286,10 @@ class DemoService:
                 note.append("No affinity history to animate (fewer than two snapshots).")
             return heat, history, " ".join(note)
         except (ValueError, FileNotFoundError) as err:
-            return None, None, _error(str(err))
+            return None, None, _error(self.public(str(err)))
         except Exception as err:
             log.exception("affinity view failed")
-            return None, None, _error(f"internal error ({type(err).__name__}: {err})")
+            return None, None, _error(self.public(f"internal error ({type(err).__name__}: {err})"))
 
     # ------------------------------------------------------------------ attention
     def attention_controls(self, checkpoint: str | None) -> dict[str, Any]:
@@ -203,11 +304,11 @@ class DemoService:
         layers = attention_layers(self.predictor(checkpoint).model)
         return layers[min(max(int(layer), 0), len(layers) - 1)].num_heads if layers else 1
 
-    def attention(self, file: str | None, checkpoint: str | None, task: str, layer: int, head: int,
+    def attention(self, file: Upload, checkpoint: str | None, task: str, layer: int, head: int,
                   x: float, y: float) -> tuple[np.ndarray | None, str]:
         """TAA attention of the token under ``(x, y)`` (fractions of the image) as an overlay."""
         try:
-            if not file:
+            if _no_file(file):
                 raise ValueError(NO_FILE_MESSAGE)
             rgb = load_image_with_notes(file).rgb
             predictor = self.predictor(checkpoint)
@@ -242,18 +343,14 @@ class DemoService:
                        "image (the rest on the letterbox padding).")
             return overlay, caption
         except (ValueError, FileNotFoundError) as err:
-            return None, _error(str(err))
+            return None, _error(self.public(str(err)))
         except Exception as err:
             log.exception("attention view failed")
-            return None, _error(f"internal error ({type(err).__name__}: {err})")
+            return None, _error(self.public(f"internal error ({type(err).__name__}: {err})"))
 
     # ------------------------------------------------------------------ training
-    def train_command(self) -> list[str] | None:
-        """The quick-training command if the kit has a ``train`` command, else None."""
-        from vtagml_core.cli import COMMANDS
-
-        if "train" not in COMMANDS:
-            return None
+    def train_command(self) -> list[str]:
+        """The quick-preset training command, run in a subprocess (the CLI sits above the demo)."""
         out = self.roots[0] / QUICK_RUN_NAME
         return [sys.executable, "-m", "vtagml_core", "train", "--preset", "quick", "--out", str(out)]
 
@@ -263,11 +360,6 @@ class DemoService:
         Closing the generator (Gradio does when the page goes away) terminates the run.
         """
         command = self.train_command()
-        if command is None:
-            yield ("This version of the kit has no `train` command yet. Run `make reproduce` "
-                   "in a terminal (it trains the quick preset and writes `runs/reproduce/model`), "
-                   "then press the refresh button next to the checkpoint list.")
-            return
         if not self._train_lock.acquire(blocking=False):
             yield "A training run is already in progress; wait for it to finish."
             return
@@ -299,6 +391,33 @@ class DemoService:
                        "button to list the new checkpoint.")
         finally:
             self._train_lock.release()
+
+
+def _fit_affinity_layout(fig: go.Figure, title: str, subtitle: str, slider: bool = False) -> None:
+    """Make an affinity figure fit the app's half-width plot without overlaps.
+
+    The library figure has a fixed 520 px width and a one-line title (cut off in a narrow
+    column) and its step slider sits where the task names are. Here: the width follows the
+    column, the title is two short lines, task names break onto two lines (no rotated labels
+    of unknown height), cells print 3 decimals, and the slider starts
+    :data:`AXIS_ROOM_PX` below the axis, inside a bottom margin that holds it.
+    """
+    fig.update_traces(texttemplate=AFFINITY_TEXT, selector=dict(type="heatmap"))
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        names = list(fig.data[0].x if axis is fig.layout.xaxis else fig.data[0].y)
+        axis.update(tickmode="array", tickvals=names, tickangle=0, automargin=True,
+                    ticktext=[name.replace(" ", "<br>") for name in names])
+    title_text = f"{title}<br><sup>{subtitle}</sup>"
+    bottom = AXIS_ROOM_PX + (SLIDER_ROOM_PX if slider else 0)
+    fig.update_layout(title=dict(text=title_text, x=0.5, xanchor="center"), autosize=True,
+                      width=None, height=HISTORY_HEIGHT_PX if slider else AFFINITY_HEIGHT_PX,
+                      margin=dict(t=TITLE_MARGIN_PX, b=bottom))
+    if slider:
+        fig.layout.sliders[0].update(y=0, yanchor="top", pad=dict(t=AXIS_ROOM_PX))
+        for frame in fig.frames:  # the frames' titles replace the layout's while animating
+            step = frame.name
+            frame.layout.title = dict(text=f"{title}<br><sup>{subtitle}, step {step}</sup>",
+                                      x=0.5, xanchor="center")
 
 
 def blank_figure(message: str) -> go.Figure:

@@ -398,13 +398,7 @@ def test_attention_handler_overlays_the_image_and_clamps_controls(service, tmp_p
     assert service.attention(None, LABEL, "seg", 0, 0, 0.5, 0.5)[1].startswith("**Error:**")
 
 
-def test_train_button_without_train_command_explains_what_to_run(service, monkeypatch):
-    import vtagml_core.cli as cli
-
-    monkeypatch.setattr(cli, "COMMANDS", {k: v for k, v in cli.COMMANDS.items() if k != "train"})
-    messages = list(service.train_quick())
-    assert len(messages) == 1 and "make reproduce" in messages[0]
-    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "train": ("x", "y")})
+def test_train_button_runs_the_quick_train_command(service, monkeypatch):
     cmd = service.train_command()
     assert cmd[1:5] == ["-m", "vtagml_core", "train", "--preset"]
     assert cmd[cmd.index("--preset") + 1] == "quick"

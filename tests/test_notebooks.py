@@ -20,7 +20,8 @@ import nbformat
 import pytest
 
 from vtagml_core.data.cache import MANIFEST_NAME, split_dir
-from vtagml_core.notebooks.params import DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, PRESETS
+from vtagml_core.notebooks.params import DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV
+from vtagml_core.train.config import load_kit_config
 from vtagml_core.nbtools.runner import discover_notebooks, parameters_cells
 from vtagml_core.nbtools.student import EXERCISE_TAG
 
@@ -65,7 +66,7 @@ def test_one_parameters_cell_followed_by_resolve(notebook):
     cells = parameters_cells(nb)
     assert len(cells) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
     params = nb.cells[cells[0]].source
-    for name in ("preset", "device", "seed", "steps", "size", "output_dir", "cache_dir"):
+    for name in DEFAULTS:
         assert f"\n{name} = " in "\n" + params, f"{path.name}: parameter {name} missing"
     assert "resolve(" in nb.cells[cells[0] + 1].source, \
         f"{path.name}: the cell after the parameters must call params.resolve(...)"
@@ -139,8 +140,9 @@ def nbval_env(tmp_path_factory):
     with one partly written split in it (a notebook must rebuild it, not crash)."""
     base = tmp_path_factory.mktemp("nbval")
     cache = base / "cache"
-    smoke = PRESETS["smoke"]
-    partial = split_dir(cache, "indoor", "train", smoke.scenes_per_domain, (smoke.size, smoke.size), 0)
+    smoke = load_kit_config(preset="smoke")
+    partial = split_dir(cache, "indoor", "train", smoke.lesson.scenes_per_domain,
+                        (smoke.data.size, smoke.data.size), 0)
     partial.mkdir(parents=True)
     (partial / "image.npy").write_bytes(b"\x93NUMPY truncated")
     env = {**os.environ, PRESET_ENV: "smoke", HEADLESS_ENV: "1", OUTPUT_ENV: str(base / "out"),

@@ -101,17 +101,20 @@ def test_smoke_context_is_tiny_and_keeps_every_table_shape(smoke_params, monkeyp
     assert ctx.seeds == [smoke_params.seed]
 
 
-def test_size_and_steps_parameters_reach_the_settings(tmp_path, monkeypatch):
-    from vtagml_core.notebooks.settings_glue import kit_overrides
+def test_overrides_reach_the_settings_runs(tmp_path, monkeypatch):
+    """A notebook's ``overrides`` change the settings' configs (hence their run keys) exactly as
+    ``--set`` does; without them the settings keep the preset's own values."""
+    from vtagml_core.notebooks.settings_glue import settings_context
 
     monkeypatch.setenv(HEADLESS_ENV, "1")
     monkeypatch.delenv(PRESET_ENV, raising=False)
     monkeypatch.delenv(OUTPUT_ENV, raising=False)
-    default = kit_overrides(resolve(preset="quick", device="cpu", output_dir=str(tmp_path)))
-    assert not any(o.startswith(("data.size", "train.max_steps")) for o in default)
-    changed = kit_overrides(resolve(preset="quick", device="cpu", output_dir=str(tmp_path),
-                                    size=96, steps=7))
-    assert {"data.size=96", "model.backbone.img_size=96", "train.max_steps=7"} <= set(changed)
+    P = resolve(preset="smoke", device="cpu", output_dir=str(tmp_path))
+    assert settings_context(P, log=lambda m: None).cfg.data.size == 64
+    P2 = resolve(preset="smoke", device="cpu", output_dir=str(tmp_path),
+                 overrides=["data.size=96", "model.backbone.img_size=96", "train.max_steps=7"])
+    cfg = settings_context(P2, log=lambda m: None).cfg
+    assert (cfg.data.size, cfg.model.backbone.img_size, cfg.train.max_steps) == (96, 96, 7)
 
 
 def _doc():

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vtagml_core.model.taa import LOGIT_SCALE_MAX, TaskAdaptedAttention, window_order
+from vtagml_core.model.taa import LOGIT_SCALE_MAX, TaskAdaptedAttention
+from vtagml_core.model.taa_official import window_order
 from vtagml_core.model.tsn import TaskScaledNorm
 
 T, B, C, HEADS, N = 3, 2, 16, 4, 3
@@ -45,7 +46,7 @@ def test_dot_attention_with_zero_bias_is_plain_attention(bias):
     taa = TaskAdaptedAttention(C, HEADS, GRID, N, logits="dot", bias=bias)
     if bias == "film":
         with torch.no_grad():
-            taa.bias_fn.A.zero_()  # FiLM starts at zero, so A' = A = 0
+            taa.film_weights().A.zero_()  # FiLM starts at zero, so A' = A = 0
     x = _x()
     assert torch.allclose(taa(x, _omega()), _plain_attention(taa, x, cosine=False), atol=1e-5)
 
@@ -64,15 +65,18 @@ def test_film_bias_starts_at_a_then_depends_on_omega():
     torch.manual_seed(0)
     taa = TaskAdaptedAttention(C, HEADS, GRID, N, logits="cosine", bias="film")
     om1, om2 = _omega(1), _omega(2)
-    bias = taa.bias_matrix(om1)
+    bias = taa.film_bias(om1)
     assert bias.shape == (T, L, L)
-    assert torch.allclose(bias, taa.bias_fn.A.expand(T, L, L))  # zero FiLM = identity (Eq. 3)
+    assert torch.allclose(bias, taa.film_weights().A.expand(T, L, L))  # zero FiLM: A' = A (Eq. 3)
     x = _x()
     assert torch.allclose(taa(x, om1), taa(x, om2))
     with torch.no_grad():
-        torch.nn.init.normal_(taa.bias_fn.film.weight, std=0.5)
-    gamma, beta = taa.bias_fn.film(om1).view(T, 2, L, L).unbind(1)
-    assert torch.allclose(taa.bias_matrix(om1), taa.bias_fn.A * (1 + gamma) + beta, atol=1e-6)
+        torch.nn.init.normal_(taa.film_weights().weight, std=0.5)
+    A, W, b = taa.film_weights()
+    gamma, beta = (om1 @ W.T + b).view(T, 2, L, L).unbind(1)
+    got_gamma, got_beta = taa.film_modulation(om1)
+    assert torch.allclose(got_gamma, gamma, atol=1e-6) and torch.allclose(got_beta, beta, atol=1e-6)
+    assert torch.allclose(taa.film_bias(om1), A * (1 + gamma) + beta, atol=1e-6)
     assert not torch.allclose(taa(x, om1), taa(x, om2), atol=1e-4)
 
 
@@ -80,7 +84,7 @@ def test_attention_weights_are_the_maps_forward_uses():
     torch.manual_seed(0)
     taa = TaskAdaptedAttention(C, HEADS, GRID, N, logits="dot", bias="film")
     with torch.no_grad():
-        torch.nn.init.normal_(taa.bias_fn.film.weight, std=0.5)
+        torch.nn.init.normal_(taa.film_weights().weight, std=0.5)
     x, om = _x(), _omega()
     attn = taa.attention_weights(x, om)
     assert attn.shape == (T, B, HEADS, L, L)
@@ -95,7 +99,7 @@ def test_embedding_bias_is_block_diagonal_over_windows():
     taa = TaskAdaptedAttention(C, HEADS, GRID, N, bias="embedding", window_size=2)
     with torch.no_grad():
         torch.nn.init.normal_(taa.bias_fn.A)
-    bias = taa.bias_matrix(_omega())
+    bias = taa.film_bias(_omega())
     assert bias.shape == (T, L, L)
     rows, cols = torch.meshgrid(torch.arange(L), torch.arange(L), indexing="ij")
     win = lambda r: (r // GRID[1] // 2) * (GRID[1] // 2) + (r % GRID[1]) // 2  # noqa: E731
@@ -116,7 +120,7 @@ def test_task_indices_are_one_hot_affinity_rows():
     torch.manual_seed(0)
     taa = TaskAdaptedAttention(C, HEADS, GRID, N, bias="film")
     with torch.no_grad():
-        torch.nn.init.normal_(taa.bias_fn.film.weight)
+        torch.nn.init.normal_(taa.film_weights().weight)
     ids = torch.tensor([2, 0, 1])
     x = _x()
     assert torch.allclose(taa(x, ids), taa(x, F.one_hot(ids, N).float()))

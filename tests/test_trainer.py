@@ -23,7 +23,8 @@ from vtagml_core.baselines.factory import load_model
 from vtagml_core.model.checkpoint import WEIGHTS_FILE
 from vtagml_core.train.logging import LOG_FILE, read_log
 from vtagml_core.train.schedule import EpochBatchSampler, WarmupCosine, build_scheduler
-from vtagml_core.train.state import STATE_FILE, CheckpointError
+from vtagml_core.train.run_lock import RunFolderBusy, read_owner
+from vtagml_core.train.state import PREVIOUS_STATE_FILE, STATE_FILE, CheckpointError, RunFolderError
 from vtagml_core.train.trainer import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE, Trainer,
                                        selection_score)
 
@@ -77,7 +78,7 @@ def run_a(cache, tmp_path_factory):
 
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != LOG_FILE}
+            if p.is_file() and p.name not in (LOG_FILE, ".lock", ".lock.owner")}
 
 
 def _untimed(records: list[dict]) -> list[dict]:
@@ -212,17 +213,127 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(run_a, tmp_path):
         assert torch.equal(wa[key], wb[key]), key
 
 
-def test_resume_refuses_truncated_state_and_model_naming_the_file(run_a, tmp_path):
-    out_a, _ = run_a
-    for damaged in (STATE_FILE, f"{LAST_DIR}/{WEIGHTS_FILE}"):
-        out = tmp_path / damaged.replace("/", "_")
-        shutil.copytree(out_a, out)
-        raw = (out / damaged).read_bytes()
-        (out / damaged).write_bytes(raw[: len(raw) // 2])
-        before = _files(out)
-        with pytest.raises(CheckpointError, match=rf"{out / damaged} is corrupt or truncated.*delete"):
-            Trainer(tiny_cfg(), out, resume=True)
-        assert _files(out) == before   # never replaced
+def _copy_run(run_a, dest: Path) -> Path:
+    shutil.copytree(run_a[0], dest)
+    return dest
+
+
+def _truncate(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def _same_as_run_a(run_a, out: Path) -> None:
+    assert json.loads((out / RESULTS_FILE).read_text())["best"] == \
+        json.loads((run_a[0] / RESULTS_FILE).read_text())["best"]
+    wa, wb = _weights(run_a[0] / LAST_DIR), _weights(out / LAST_DIR)
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def test_a_truncated_state_falls_back_to_the_previous_generation(run_a, tmp_path):
+    out = _copy_run(run_a, tmp_path / "r")
+    assert (out / PREVIOUS_STATE_FILE).is_file()   # every save keeps the one it replaced
+    _truncate(out / STATE_FILE)
+    messages = []
+    Trainer(tiny_cfg(), out, resume=True, log=messages.append).fit()
+    assert any("Resuming from the previous training state" in m for m in messages)
+    _same_as_run_a(run_a, out)   # the steps after the fallback are trained again, exactly
+
+
+def test_a_truncated_state_without_fallback_gives_advice_that_works(run_a, tmp_path):
+    out = _copy_run(run_a, tmp_path / "r")
+    (out / PREVIOUS_STATE_FILE).unlink()
+    _truncate(out / STATE_FILE)
+    before = _files(out)
+    with pytest.raises(CheckpointError, match=rf"{out / STATE_FILE} is corrupt or truncated.*"
+                                              rf"delete the folder {out}"):
+        Trainer(tiny_cfg(), out, resume=True)
+    assert _files(out) == before   # nothing replaced
+    shutil.rmtree(out)             # the advice, followed: the run trains again from the start
+    Trainer(tiny_cfg(), out).fit()
+    _same_as_run_a(run_a, out)
+
+
+def test_resume_from_the_state_alone_when_model_folders_or_config_are_lost(run_a, tmp_path):
+    out = _copy_run(run_a, tmp_path / "r")
+    _truncate(out / LAST_DIR / WEIGHTS_FILE)
+    (out / RUN_CONFIG_FILE).unlink()
+    messages = []
+    Trainer(tiny_cfg(), out, resume=True, log=messages.append).fit()
+    assert (out / f"{LAST_DIR}.broken").is_dir() and (out / RUN_CONFIG_FILE).is_file()
+    assert any("restored it from the training state" in m for m in messages)
+    _same_as_run_a(run_a, out)
+
+
+def test_orphan_temporary_files_of_a_killed_save_are_removed(run_a, tmp_path):
+    out = _copy_run(run_a, tmp_path / "r")
+    orphans = [out / f".{STATE_FILE}.abc123.tmp", out / LAST_DIR / ".model.safetensors.x.tmp"]
+    for path in orphans:
+        path.write_bytes(b"\0" * 1024)
+    Trainer(tiny_cfg(), out, resume=True, log=lambda m: None).fit()
+    assert not any(p.exists() for p in orphans)
+
+
+def test_resume_with_nothing_to_resume_says_to_start_without_it(cache, tmp_path):
+    with pytest.raises(CheckpointError, match="holds no training run to resume; start the run without --resume"):
+        Trainer(tiny_cfg(), tmp_path / "empty", resume=True)
+
+
+HOLD_SCRIPT = """
+import sys, time
+from vtagml_core.train.run_lock import RunLock
+lock = RunLock(sys.argv[1]).acquire()  # kept: a dropped lock is released
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(cache, tmp_path):
+    out = tmp_path / "busy"
+    script = tmp_path / "hold.py"
+    script.write_text(HOLD_SCRIPT)
+    holder = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusy, match=rf"{out} is in use by PID {holder.pid} "):
+            Trainer(tiny_cfg(), out)
+        assert not (out / RUN_CONFIG_FILE).exists()   # refused before writing anything
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without releasing: the OS freed the lock, its owner record is stale.
+    assert read_owner(out)["pid"] == holder.pid
+    messages = []
+    Trainer(tiny_cfg("train.epochs=1", "train.max_steps=1"), out, log=messages.append).fit()
+    assert any(f"taking over the lock of PID {holder.pid}" in m for m in messages)
+    assert read_owner(out) is None   # released at the end of fit()
+
+
+def test_a_write_error_mid_run_names_the_path_and_resume_works_after_the_fix(run_a, tmp_path, monkeypatch):
+    """A full or read-only disk (simulated: root ignores permission bits) stops the run with a
+    clear error; nothing saved before is lost and --resume finishes it exactly."""
+    import errno
+
+    from vtagml_core.train import trainer as trainer_mod
+
+    out = tmp_path / "r"
+    real_save = trainer_mod.save_training_state
+
+    def failing_save(state, out_dir):
+        if state["counters"]["global_step"] == KILL_AT_STEP:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / STATE_FILE))
+        return real_save(state, out_dir)
+
+    monkeypatch.setattr(trainer_mod, "save_training_state", failing_save)
+    with pytest.raises(RunFolderError, match=rf"cannot write {out / STATE_FILE}: No space left on "
+                                             rf"device.*free disk space.*--resume") as info:
+        Trainer(tiny_cfg(), out).fit()
+    assert isinstance(info.value, ValueError)   # the CLI prints it and exits 2, no traceback
+    assert read_owner(out) is None               # the lock was released
+    monkeypatch.setattr(trainer_mod, "save_training_state", real_save)   # the cause fixed
+    Trainer(tiny_cfg(), out, resume=True).fit()
+    _same_as_run_a(run_a, out)
 
 
 def test_resume_refuses_another_config(run_a, tmp_path):

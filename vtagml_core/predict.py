@@ -14,7 +14,7 @@ so its longer side equals the model's square input ``S = backbone.img_size`` and
 centred on a canvas of the backbone's mean colour (which normalises to zero, a neutral
 input). The model's outputs are cropped back to the image's box and resized to the display
 size (longer side :data:`DISPLAY_MAX_SIDE`), bilinearly on the raw outputs (logits for seg
-and edges), then turned into predictions with :func:`~vtagml_core.eval.predictions.to_prediction`.
+and edges), then turned into predictions with :func:`~vtagml_core.metrics.predictions.to_prediction`.
 Nothing of the image is cut off and nothing is stretched; the price is fewer model pixels for
 non-square images (a 640x480 photo is seen at 128x96 by a 128 px model).
 """
@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vtagml_core.eval.predictions import to_prediction
-from vtagml_core.image_io import (MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, MAX_WORKING_SIDE,
-                                  LoadedImage, load_image, load_image_with_notes)
+from vtagml_core.metrics.predictions import to_prediction
+from vtagml_core.image_io import (MAX_DECODED_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES,
+                                  MAX_WORKING_SIDE, LoadedImage, load_image, load_image_with_notes)
 from vtagml_core.viz.samples import colorize_seg, depth_to_rgb, edges_to_rgb, normals_to_rgb
 
 #: Longer side, in pixels, of the prediction images and arrays a :class:`Prediction` holds
@@ -230,7 +230,7 @@ class Predictor:
 
 
 __all__ = [
-    "DISPLAY_MAX_SIDE", "MAX_IMAGE_PIXELS", "MAX_UPLOAD_BYTES", "MAX_WORKING_SIDE",
+    "DISPLAY_MAX_SIDE", "MAX_DECODED_BYTES", "MAX_IMAGE_PIXELS", "MAX_UPLOAD_BYTES", "MAX_WORKING_SIDE",
     "LegendEntry", "Letterbox", "LoadedImage", "Prediction", "Predictor", "default_class_table",
     "display_size", "letterbox_box", "load_image", "load_image_with_notes",
 ]

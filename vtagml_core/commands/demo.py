@@ -3,6 +3,8 @@
 Binds to 127.0.0.1 unless ``--host`` says otherwise; ``--share`` (a public Gradio link, needs
 internet) is off unless given. Checkpoints are listed from folders, never typed paths:
 ``--checkpoints DIR`` replaces the default roots (``demo_app/checkpoints/`` and ``runs/``).
+Ctrl-C, SIGTERM and SIGHUP stop the server cleanly: its temporary files (the demo's
+``vtagml_demo_*`` folder, Gradio's cached copies of this app's files) are removed.
 """
 from __future__ import annotations
 

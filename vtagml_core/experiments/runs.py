@@ -229,28 +229,35 @@ def train_or_reuse(spec: RunSpec, root: str | Path, log: Callable[[str], None] =
         CheckpointError: the run folder holds checkpoints but no ``state.pt`` (it cannot be
             resumed; the message says to delete the folder).
     """
+    from vtagml_core.train.run_lock import RunLock
     from vtagml_core.train.state import CheckpointError
     from vtagml_core.train.trainer import Trainer
 
     folder = run_dir(root, spec)
     seconds, trained = 0.0, False
-    if is_complete(folder):
-        log(f"  reuse  {spec.role} (seed {spec.seed}): {folder}")
-    else:
-        resume = (folder / STATE_FILE).is_file()
-        if not resume and ((folder / LAST_DIR).exists() or (folder / BEST_DIR).exists()):
-            raise CheckpointError(f"{folder} holds model folders but no {STATE_FILE}, so it can be "
-                                  "neither reused nor resumed; delete the folder and run again")
-        log(f"  {'resume' if resume else 'train'} {spec.role} (seed {spec.seed}): {folder}")
-        factory = spec.trainer_factory or Trainer
-        t0 = time.perf_counter()
-        trainer = factory(spec.cfg, folder, method=spec.method, loss_tasks=spec.loss_tasks,
-                          init_from=spec.init_from.best_dir if spec.init_from else None,
-                          resume=resume, **_datasets(spec))
-        trainer.fit()
-        seconds, trained = time.perf_counter() - t0, True
-        log(f"         done in {seconds:.1f} s")
-    _record_role(folder, spec)
+    # One writer per run: a second process that needs the same run waits for the first, then
+    # reuses what it trained (RunLock is re-entrant, so the trainer takes it again inside).
+    lock = RunLock(folder, log).acquire(wait=True)
+    try:
+        if is_complete(folder):
+            log(f"  reuse  {spec.role} (seed {spec.seed}): {folder}")
+        else:
+            resume = (folder / STATE_FILE).is_file()
+            if not resume and ((folder / LAST_DIR).exists() or (folder / BEST_DIR).exists()):
+                raise CheckpointError(f"{folder} holds model folders but no {STATE_FILE}, so it can "
+                                      "be neither reused nor resumed; delete the folder and run again")
+            log(f"  {'resume' if resume else 'train'} {spec.role} (seed {spec.seed}): {folder}")
+            factory = spec.trainer_factory or Trainer
+            t0 = time.perf_counter()
+            trainer = factory(spec.cfg, folder, method=spec.method, loss_tasks=spec.loss_tasks,
+                              init_from=spec.init_from.best_dir if spec.init_from else None,
+                              resume=resume, log=log, **_datasets(spec))
+            trainer.fit()
+            seconds, trained = time.perf_counter() - t0, True
+            log(f"         done in {seconds:.1f} s")
+        _record_role(folder, spec)
+    finally:
+        lock.release()
     results = json.loads((folder / RESULTS_FILE).read_text())
     return RunRecord(spec.key(), folder, spec.method, spec.seed, spec.cfg.data.domain, results,
                      trained, seconds)

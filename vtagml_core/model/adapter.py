@@ -67,6 +67,10 @@ class AdapterConfig:
         kappa, sign: TROA mirror-descent step and sign (see :mod:`.troa`).
         a_init_std: std of the random init of TAA's A.
         qkv_bias: bias in TAA's q/k/v projection.
+        taa_fused: TAA computes Eq. 2 with one fused ``scaled_dot_product_attention`` call
+            (faster; same numbers as the readable path up to rounding). False = always the
+            readable path. Recording attention maps (:func:`.taa.record_attention`) switches
+            to the readable path for the recorded forward either way.
         history_every, history_max: TROA history recording (see :class:`.troa.TROA`).
     """
 
@@ -84,6 +88,7 @@ class AdapterConfig:
     sign: float = 1.0
     a_init_std: float = 0.02
     qkv_bias: bool = True
+    taa_fused: bool = True
     history_every: int = 1
     history_max: int = 10_000
 
@@ -155,6 +160,7 @@ class VisionAdapter(nn.Module):
                     taa_logits=config.taa_logits, taa_bias=config.taa_bias,
                     window_size=config.window_size, a_init_std=config.a_init_std,
                     qkv_bias=config.qkv_bias, cond_dim=cond_dim, tsn_enabled=config.tsn,
+                    taa_fused=config.taa_fused,
                 ))
                 if i > 0:
                     self.skips.append(SkipTransition(

@@ -37,6 +37,7 @@ class AdapterLayer(nn.Module):
         mlp_ratio: bottleneck width fraction.
         taa_logits, taa_bias, window_size, a_init_std, qkv_bias: see
             :class:`.taa.TaskAdaptedAttention`.
+        taa_fused: TAA's ``fused`` switch (fused SDPA; False = always the readable Eq. 2 path).
         cond_dim: conditioning length (N for omega rows, E for task embeddings).
         tsn_enabled: False = fixed LayerNorm instead of TSN.
     """
@@ -57,6 +58,7 @@ class AdapterLayer(nn.Module):
         qkv_bias: bool = True,
         cond_dim: int | None = None,
         tsn_enabled: bool = True,
+        taa_fused: bool = True,
     ) -> None:
         super().__init__()
         hidden = max(1, int(dim * mlp_ratio))
@@ -64,6 +66,7 @@ class AdapterLayer(nn.Module):
         self.taa = TaskAdaptedAttention(
             dim, num_heads, grid, num_tasks, qkv_bias=qkv_bias, logits=taa_logits,
             bias=taa_bias, window_size=window_size, a_init_std=a_init_std, cond_dim=cond_dim,
+            fused=taa_fused,
         )
         self.norm_ffn = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))

@@ -12,27 +12,50 @@ the tasks; task t enters only through ``omega_t``. One bias ``A'(omega_t)`` is s
 heads (as in the official code; the paper repeats "the process" per head without saying
 whether A is per head).
 
+:meth:`TaskAdaptedAttention.forward` is Eq. 2 written out, one line per step::
+
+    logits = attention_logits(q, k)           # q k^T / sqrt(d)  (or Swin V2's scaled cosine)
+    logits = logits + A'(omega_t)             # Eq. 2, inside the softmax
+    attn   = softmax(logits)                  # over the keys
+    out    = attn @ v                         # then the output projection
+
+Training runs the same computation fused (``fused=True``, the default): the logit scaling is
+folded into q and the bias goes to ``F.scaled_dot_product_attention`` as its additive
+``attn_mask``, which never materialises the ``(L, L)`` attention in Python. Whenever an
+attention map is asked for (``keep_attention=True``, :func:`record_attention`,
+:meth:`TaskAdaptedAttention.attention_weights`) the readable path runs; both paths give the
+same output and gradients (``tests/test_taa_paths.py``).
+
 Three bias variants (``bias=``):
 
 * ``"film"`` (paper): :class:`FilmBias`, a full ``(L, L)`` bias, ``L = h * w``.
-* ``"embedding"`` (official code, IVRL/VTAGML ``TAA`` module): :class:`WindowBlockBias`, a
-  block-diagonal bias with one block per window of the token grid, zero elsewhere.
+* ``"embedding"`` (official code, IVRL/VTAGML ``TAA`` module):
+  :class:`~vtagml_core.model.taa_official.WindowBlockBias`, a block-diagonal bias with one
+  block per window of the token grid, zero elsewhere.
 * ``"none"``: plain multi-head attention, the TAA-off ablation (no bias parameters exist).
 
-Two logit variants (``logits=``): ``"dot"`` is Eq. 1, ``q k^T / sqrt(c)``; ``"cosine"`` is
+Two logit variants (``logits=``): ``"dot"`` is Eq. 1, ``q k^T / sqrt(d)``; ``"cosine"`` is
 Swin V2's scaled cosine attention ``cos(q, k) * exp(min(logit_scale, log 100))`` with a
 learnable per-head ``logit_scale`` initialised to ``log 10``, the form the paper's Swin V2
 backbone uses; the TAA bias is added to those logits before the softmax.
+
+The kit's reading of Eq. 1-3 and its choices against the paper and the official code are in
+``docs/method.md`` (TAA section).
 
 Shapes: T task streams, B images, L = h*w tokens, C channels, H heads, d = C / H.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .taa_official import WindowBlockBias
 
 #: Swin V2 initialises the per-head logit scale of cosine attention to log(10) ...
 LOGIT_SCALE_INIT: float = math.log(10.0)
@@ -41,6 +64,20 @@ LOGIT_SCALE_MAX: float = math.log(100.0)
 
 LOGIT_MODES: tuple[str, ...] = ("cosine", "dot")
 BIAS_MODES: tuple[str, ...] = ("film", "embedding", "none")
+
+
+class FilmWeights(NamedTuple):
+    """The learnable pieces of Eq. 3 (``bias="film"``), as the notebook-03 exercise takes them.
+
+    Attributes:
+        A: ``(L, L)`` the randomly initialised matrix A.
+        weight: ``(2*L*L, cond_dim)`` FiLM's linear map; rows ``[:L*L]`` give gamma, the rest beta.
+        bias: ``(2*L*L,)`` FiLM's offset.
+    """
+
+    A: Tensor
+    weight: Tensor
+    bias: Tensor
 
 
 class FilmBias(nn.Module):
@@ -68,79 +105,23 @@ class FilmBias(nn.Module):
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
 
-    def forward(self, cond: Tensor) -> Tensor:
-        """``cond (T, cond_dim) -> A' (T, L, L)``."""
+    def modulation(self, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """FiLM (Fig. 6): ``cond (T, cond_dim) -> gamma, beta``, each ``(T, L, L)``."""
         L = self.num_tokens
         gamma, beta = self.film(cond).view(-1, 2, L, L).unbind(dim=1)
-        return self.A * (1.0 + gamma) + beta
+        return gamma, beta
+
+    def forward(self, cond: Tensor) -> Tensor:
+        """``cond (T, cond_dim) -> A' (T, L, L)``."""
+        gamma, beta = self.modulation(cond)                 # each (T, L, L)
+        return self.A * (1.0 + gamma) + beta                # Eq. 3, residual FiLM
+
+    def weights(self) -> FilmWeights:
+        """``A``, FiLM's weight and bias (the tensors themselves, not copies)."""
+        return FilmWeights(self.A, self.film.weight, self.film.bias)
 
     def extra_repr(self) -> str:
         return f"tokens={self.num_tokens}, A=({self.num_tokens}, {self.num_tokens})"
-
-
-def window_order(grid: tuple[int, int], window: int) -> Tensor:
-    """Position of each raster-order token in window order, ``(L,)`` long.
-
-    Window order lists the tokens of window (0, 0) first (raster order inside the window),
-    then window (0, 1), and so on, as Swin's ``window_partition`` does.
-    """
-    h, w = grid
-    i = torch.arange(h).view(h, 1).expand(h, w)
-    j = torch.arange(w).view(1, w).expand(h, w)
-    win = (i // window) * (w // window) + (j // window)
-    inside = (i % window) * window + (j % window)
-    return (win * window * window + inside).reshape(-1)
-
-
-class WindowBlockBias(nn.Module):
-    """The official code's TAA bias: block-diagonal over windows, zero elsewhere.
-
-    What IVRL/VTAGML's ``TAA`` module computes (inside each Swin window of ``n`` tokens, with
-    a learned task embedding ``e_t`` in place of omega): a matrix ``A`` of shape ``(n, s)``
-    (zeros at init) is FiLM-modulated column-wise, ``(1 + gamma(e_t)) * A + beta(e_t)`` with
-    ``gamma, beta in R^s`` broadcast over the rows (``nn.Linear`` with default weight init and
-    zero bias), then its rows are cut into ``n / s`` slabs of shape ``(s, s)`` placed on the
-    diagonal with ``torch.block_diag``; every other token pair gets bias 0 (not -inf: the
-    attention still sees them, only without a task bias).
-
-    Here the attention is global over the ``h x w`` map (paper), so the blocks are the
-    ``window x window`` windows of the map (``s = window**2`` tokens each, ``h*w / s`` blocks),
-    with the same parametrisation (A zeros ``(L, s)``, column-wise FiLM, default-initialised
-    FiLM weights), then mapped back to raster token order. A window larger than the grid is
-    clamped to it (Swin's rule for small maps), giving one block: a full bias.
-    """
-
-    def __init__(self, grid: tuple[int, int], window_size: int, cond_dim: int) -> None:
-        super().__init__()
-        h, w = grid
-        window = min(window_size, h, w)
-        if window < 1 or h % window or w % window:
-            raise ValueError(
-                f"window_size {window_size} must divide the token grid {h}x{w} for the "
-                f"block-diagonal TAA bias; pick a divisor of both (e.g. {math.gcd(h, w)})"
-            )
-        self.grid = (h, w)
-        self.window = window
-        self.block = window * window
-        self.num_windows = (h * w) // self.block
-        self.A = nn.Parameter(torch.zeros(h * w, self.block))
-        self.film = nn.Linear(cond_dim, 2 * self.block)
-        nn.init.zeros_(self.film.bias)
-        self.register_buffer("raster_to_window", window_order(grid, window), persistent=False)
-        self.register_buffer("eye_windows", torch.eye(self.num_windows), persistent=False)
-
-    def forward(self, cond: Tensor) -> Tensor:
-        """``cond (T, cond_dim) -> bias (T, L, L)``, raster token order, zero off-block."""
-        T, s, nw = cond.shape[0], self.block, self.num_windows
-        gamma, beta = self.film(cond).view(T, 2, 1, 1, s).unbind(dim=1)
-        blocks = (1.0 + gamma) * self.A.view(nw, s, s) + beta          # (T, nW, s, s)
-        full = torch.einsum("tnij,nm->tnimj", blocks, self.eye_windows)  # zeros off-block
-        full = full.reshape(T, nw * s, nw * s)                          # window order
-        p = self.raster_to_window
-        return full[:, p][:, :, p]                                      # raster order
-
-    def extra_repr(self) -> str:
-        return f"grid={self.grid}, window={self.window}, blocks={self.num_windows}x{self.block}"
 
 
 class TaskAdaptedAttention(nn.Module):
@@ -159,6 +140,15 @@ class TaskAdaptedAttention(nn.Module):
         a_init_std: std of the random init of A for ``bias="film"``.
         cond_dim: length of the conditioning vector; ``num_tasks`` (an omega row) by default,
             the task-embedding size when the stack uses learned embeddings.
+        fused: compute the attention with ``F.scaled_dot_product_attention`` (faster; the
+            default for training). False = always the readable path. Either way the readable
+            path runs while ``keep_attention`` is set.
+
+    Attributes:
+        keep_attention: when True, :meth:`forward` takes the readable path and stores its
+            softmax maps ``(T, B, H, L, L)`` (detached) in ``last_attention``. Usually set for
+            a whole model by :func:`record_attention`.
+        last_attention: the maps of the last forward run with ``keep_attention`` on, or None.
     """
 
     def __init__(
@@ -173,6 +163,7 @@ class TaskAdaptedAttention(nn.Module):
         window_size: int | None = None,
         a_init_std: float = 0.02,
         cond_dim: int | None = None,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if logits not in LOGIT_MODES:
@@ -189,6 +180,9 @@ class TaskAdaptedAttention(nn.Module):
         self.num_tasks = num_tasks
         self.cond_dim = num_tasks if cond_dim is None else cond_dim
         self.logits_mode, self.bias_mode = logits, bias
+        self.fused = fused
+        self.keep_attention = False
+        self.last_attention: Tensor | None = None
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         if logits == "cosine":
@@ -228,63 +222,175 @@ class TaskAdaptedAttention(nn.Module):
             )
         return x.shape[0], x.shape[1]
 
-    # -- pieces --------------------------------------------------------------------------
-    def bias_matrix(self, cond: Tensor) -> Tensor:
-        """``A'(omega_t)`` for each stream, ``(T, L, L)`` (zeros for ``bias="none"``)."""
+    def _film(self) -> FilmBias:
+        if self.bias_mode != "film":
+            raise ValueError(
+                f"this TAA has bias={self.bias_mode!r}; gamma, beta and A of Eq. 3 exist only "
+                f"for bias='film' (use film_bias(omega) for the bias matrix of any variant)"
+            )
+        return cast(FilmBias, self.bias_fn)
+
+    # -- the pieces of Eq. 1-3 -----------------------------------------------------------
+    def film_bias(self, cond: Tensor) -> Tensor:
+        """``A'(omega_t)`` for each stream, ``(T, L, L)`` (Eq. 3; zeros for ``bias="none"``).
+
+        ``cond``: ``(T, N)`` omega rows, ``(T, cond_dim)`` embeddings or ``(T,)`` task indices.
+        """
         T = cond.shape[0]
         cond = self._condition(cond, T)
         if self.bias_fn is None:
             return cond.new_zeros(T, self.num_tokens, self.num_tokens)
         return self.bias_fn(cond)
 
-    def _scaled_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k, v as ``(T, B, H, L, d)`` with the logit scaling folded into q.
+    def film_modulation(self, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """FiLM's ``gamma(omega_t), beta(omega_t)``, each ``(T, L, L)`` (Eq. 3, ``bias="film"``)."""
+        return self._film().modulation(self._condition(cond, cond.shape[0]))
 
-        ``q @ k^T`` then equals Eq. 1's ``q k^T / sqrt(d)`` (dot) or Swin V2's
-        ``cos(q, k) * exp(min(logit_scale, log 100))`` (cosine).
-        """
-        T, B = x.shape[:2]
+    def film_weights(self) -> FilmWeights:
+        """``A``, FiLM's weight ``(2*L*L, cond_dim)`` and bias ``(2*L*L,)`` (``bias="film"``)."""
+        return self._film().weights()
+
+    def heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v of every head, each ``(T, B, H, L, d)``, from ``x (T, B, L, C)``."""
+        T, B = self._check_x(x)
         qkv = self.qkv(x).view(T, B, self.num_tokens, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)   # each (T, B, H, L, d)
+        return q, k, v
+
+    def temperature(self) -> Tensor:
+        """Swin V2's per-head temperature ``exp(min(logit_scale, log 100))``, ``(H, 1, 1)``."""
+        if self.logits_mode != "cosine":
+            raise ValueError(
+                "only logits='cosine' has a learned temperature; 'dot' divides by sqrt(d)")
+        return torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+
+    def attention_logits(self, q: Tensor, k: Tensor) -> Tensor:
+        """Logits before the bias, ``(T, B, H, L, L)`` from q, k ``(T, B, H, L, d)``."""
         if self.logits_mode == "dot":
-            return q * self.head_dim ** -0.5, k, v
-        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # (H, 1, 1)
-        return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v
+            return q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # Eq. 1: q k^T / sqrt(d)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        return q @ k.transpose(-2, -1) * self.temperature()            # Swin V2: cos(q, k) * tau
+
+    def merge_heads(self, out: Tensor) -> Tensor:
+        """``(T, B, H, L, d) -> (T, B, L, C)``: the heads side by side, before the projection."""
+        T, B = out.shape[:2]
+        return out.transpose(2, 3).reshape(T, B, self.num_tokens, self.dim)
 
     # -- forward -------------------------------------------------------------------------
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        """``softmax(A'(omega_t) + logits(q, k)) v`` then the output projection.
+        """``softmax(A'(omega_t) + logits(q, k)) v`` then the output projection (Eq. 2).
 
         Args:
             x: ``(T, B, L, C)``, already layer-normalised tokens of each task stream.
             cond: ``(T, N)`` omega rows (or ``(T, cond_dim)`` embeddings, or ``(T,)`` task
-                indices, see :meth:`_condition`).
+                indices, see :meth:`film_bias`).
 
         Returns:
             ``(T, B, L, C)``.
         """
-        T, B = self._check_x(x)
-        q, k, v = self._scaled_qkv(x)
+        T = self._check_x(x)[0]
+        cond = self._condition(cond, T)
+        q, k, v = self.heads(x)                     # each (T, B, H, L, d)
+        if self.fused and not self.keep_attention:
+            return self.proj(self.merge_heads(self._fused_attention(q, k, v, cond)))
+        logits = self.attention_logits(q, k)        # (T, B, H, L, L) q k^T / sqrt(d), Eq. 1
+        bias = self.film_bias(cond)[:, None, None]  # (T, 1, 1, L, L) A'(omega_t), Eq. 3
+        logits = logits + bias.to(logits.dtype)     # Eq. 2: A'(omega_t) + logits
+        attn = logits.softmax(dim=-1)               # Eq. 2: softmax over the keys
+        if self.keep_attention:
+            self.last_attention = attn.detach()
+        out = attn @ v                              # (T, B, H, L, d) Eq. 2: softmax(...) v
+        return self.proj(self.merge_heads(out))     # (T, B, L, C) output projection
+
+    def _fused_attention(self, q: Tensor, k: Tensor, v: Tensor, cond: Tensor) -> Tensor:
+        """The same ``softmax(A' + logits) v``, ``(T, B, H, L, d)``, by one fused SDPA call.
+
+        The logit scaling is folded into q (``scale=1``) so that ``q @ k^T`` inside SDPA
+        equals :meth:`attention_logits`; the bias is SDPA's additive ``attn_mask`` (no mask at
+        all for ``bias="none"``).
+        """
+        T, B = q.shape[:2]
+        if self.logits_mode == "dot":
+            q = q * self.head_dim ** -0.5
+        else:
+            q, k = F.normalize(q, dim=-1) * self.temperature(), F.normalize(k, dim=-1)
         merge = (T, B * self.num_heads, self.num_tokens, self.head_dim)
         mask = None
         if self.bias_fn is not None:
-            mask = self.bias_fn(self._condition(cond, T)).unsqueeze(1).to(q.dtype)  # (T,1,L,L)
+            mask = self.bias_fn(cond).unsqueeze(1).to(q.dtype)   # (T, 1, L, L)
         out = F.scaled_dot_product_attention(
             q.reshape(merge), k.reshape(merge), v.reshape(merge), attn_mask=mask, scale=1.0
         )
-        out = out.view(T, B, self.num_heads, self.num_tokens, self.head_dim)
-        return self.proj(out.permute(0, 1, 3, 2, 4).reshape(T, B, self.num_tokens, self.dim))
+        return out.view(T, B, self.num_heads, self.num_tokens, self.head_dim)
 
     def attention_weights(self, x: Tensor, cond: Tensor) -> Tensor:
-        """The softmax attention maps ``(T, B, H, L, L)``, for visualisation."""
-        self._check_x(x)
-        q, k, _ = self._scaled_qkv(x)
-        logits = q @ k.transpose(-2, -1)
-        logits = logits + self.bias_matrix(cond)[:, None, None].to(q.dtype)
-        return logits.softmax(dim=-1)
+        """The softmax maps ``(T, B, H, L, L)`` of Eq. 2 that :meth:`forward` uses (detached).
+
+        Runs the forward once with ``keep_attention`` on (see :func:`record_attention`).
+        """
+        with record_attention(self) as record:
+            self(x, cond)
+        return record.maps[0]
 
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, heads={self.num_heads}, grid={self.grid}, "
-            f"logits={self.logits_mode}, bias={self.bias_mode}, cond_dim={self.cond_dim}"
+            f"logits={self.logits_mode}, bias={self.bias_mode}, cond_dim={self.cond_dim}, "
+            f"fused={self.fused}"
         )
+
+
+class AttentionRecord:
+    """The attention maps kept by the TAA modules of a model, in ``model.modules()`` order.
+
+    For a VTAGML model (or its :class:`~vtagml_core.model.adapter.VisionAdapter`) that is
+    adapter-layer order: ``record.maps[l]`` is layer l's ``(T, B, H, L_l, L_l)``.
+    """
+
+    def __init__(self, modules: list[TaskAdaptedAttention]) -> None:
+        self.modules = modules
+        self._kept: list[Tensor] | None = None
+
+    @property
+    def maps(self) -> list[Tensor]:
+        """One ``(T, B, H, L, L)`` map per TAA module, from the last forward in the block."""
+        maps = self._kept if self._kept is not None else [m.last_attention for m in self.modules]
+        missing = [i for i, m in enumerate(maps) if m is None]
+        if missing:
+            raise RuntimeError(
+                f"TAA layers {missing} kept no attention: run the model's forward inside "
+                f"`with record_attention(model) as record:` before reading record.maps"
+            )
+        return maps
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[AttentionRecord]:
+    """Keep the attention maps of every TAA module in ``model`` while the block runs.
+
+    Sets ``keep_attention`` on each :class:`TaskAdaptedAttention` (so they take the readable
+    path) and restores the previous settings and maps on exit; ``record.maps`` stays readable
+    after the block::
+
+        with record_attention(model.adapter) as record:
+            model.adapter(taps)
+        maps = record.maps                 # one (T, B, H, L, L) per adapter layer
+    """
+    modules = [m for m in model.modules() if isinstance(m, TaskAdaptedAttention)]
+    saved = [(m.keep_attention, m.last_attention) for m in modules]
+    record = AttentionRecord(modules)
+    for m in modules:
+        m.keep_attention, m.last_attention = True, None
+    try:
+        yield record
+    finally:
+        record._kept = [m.last_attention for m in modules]
+        for m, (keep, last) in zip(modules, saved):
+            m.keep_attention, m.last_attention = keep, last
+
+
+__all__ = ["BIAS_MODES", "LOGIT_MODES", "LOGIT_SCALE_INIT", "LOGIT_SCALE_MAX", "AttentionRecord",
+           "FilmBias", "FilmWeights", "TaskAdaptedAttention", "record_attention"]

@@ -9,6 +9,10 @@ The plain row is recovered from the adapted one without a second forward: softma
 invariant to adding a constant to all logits, so
 ``softmax(log p_TAA - A'[q]) = softmax(logits + A'[q] - logsumexp - A'[q]) = softmax(logits)``.
 Subtracting the bias in log space undoes exactly what TAA added.
+
+Every map here is the one the model computes: :func:`vtagml_core.viz.attention.attention_maps`
+runs the adapter stack's forward with :func:`vtagml_core.model.taa.record_attention` on; the
+bias comes from the public :meth:`~vtagml_core.model.taa.TaskAdaptedAttention.film_bias`.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtagml_core.viz.attention import attention_layers, layer_input
+from vtagml_core.viz.attention import attention_layers, attention_maps
 
 #: Probabilities are clamped at this before the log (a zero would give -inf).
 PROB_FLOOR: float = 1e-30
@@ -71,10 +75,10 @@ def attention_pair(model, taps: list[Tensor], task: str, layer: int, head: int,
         raise ValueError(f"query token {query} is outside layer {layer}'s {h}x{w} grid")
     if not 0 <= head < info.num_heads:
         raise ValueError(f"head must be in 0..{info.num_heads - 1} for layer {layer}, got {head}")
-    tokens, cond = layer_input(model, taps, task, layer)
-    lay = model.adapter.layers[layer]
-    adapted = lay.taa.attention_weights(lay.norm_attn(tokens), cond)[0, 0, head]  # (L, L)
-    bias = lay.taa.bias_matrix(cond)[0]                                             # (L, L)
+    taa = model.adapter.layers[layer].taa
+    adapted = attention_maps(model, taps, [task])[layer][0, 0, head]                # (L, L)
+    cond = model.adapter.condition(task_ids=torch.tensor([model.tasks.index(task)]))  # (1, N)
+    bias = taa.film_bias(cond)[0].to(adapted.dtype)                                 # (L, L)
     q = row * w + col
     plain = plain_from_adapted(adapted[q], bias[q])
     return AttentionPair(plain.reshape(h, w).cpu(), adapted[q].reshape(h, w).cpu(),
@@ -84,7 +88,8 @@ def attention_pair(model, taps: list[Tensor], task: str, layer: int, head: int,
 @torch.no_grad()
 def film_biases(model, layer: int) -> Tensor:
     """``A'(omega_t)`` of every task at adapter ``layer``, ``(N, L, L)`` (Eq. 3)."""
-    return model.adapter.layers[layer].taa.bias_matrix(model.omega).detach().cpu()
+    cond = model.adapter.condition()      # (N, N) omega rows (or (N, E) task embeddings)
+    return model.adapter.layers[layer].taa.film_bias(cond).detach().cpu()
 
 
 @torch.no_grad()
@@ -95,14 +100,11 @@ def attention_shift(model, taps: list[Tensor], layer: int) -> Tensor:
     ``1/2 sum_k |p_TAA[k] - p_plain[k]|`` between the adapted and the plain attention row,
     averaged (0 = the bias changes nothing, 1 = disjoint attention).
     """
-    lay = model.adapter.layers[layer]
-    shifts = []
-    for task in model.tasks:
-        tokens, cond = layer_input(model, taps, task, layer)
-        adapted = lay.taa.attention_weights(lay.norm_attn(tokens), cond)[0]  # (B, H, L, L)
-        plain = plain_from_adapted(adapted, lay.taa.bias_matrix(cond)[0])
-        shifts.append(0.5 * (adapted.double() - plain.double()).abs().sum(dim=-1).mean())
-    return torch.stack(shifts).float().cpu()
+    adapted = attention_maps(model, taps)[layer]                       # (N, B, H, L, L)
+    bias = model.adapter.layers[layer].taa.film_bias(model.adapter.condition())  # (N, L, L)
+    plain = plain_from_adapted(adapted, bias[:, None, None].to(adapted.dtype))
+    tv = 0.5 * (adapted.double() - plain.double()).abs().sum(dim=-1)  # (N, B, H, L)
+    return tv.mean(dim=(1, 2, 3)).float().cpu()
 
 
 def bias_spread(biases: Tensor) -> float:

@@ -48,7 +48,6 @@ from vtagml_core.tasks import task_channels
 from .distributed import average_over_ranks, troa_update
 from .losses import check_finite
 from .schedule import epoch_seed
-from .state import STATE_FILE, load_training_state
 from .step import move_batch
 from .trainer import Trainer
 
@@ -199,8 +198,8 @@ class AdversarialTrainer(Trainer):
         a = self.adv_cfg
         self.disc_optimizer = torch.optim.Adam(self.discriminators.parameters(), lr=a.disc_lr,
                                                betas=(a.disc_beta1, a.disc_beta2))
-        if self.progress.global_step > 0:  # resumed: the discriminators continue too
-            state = load_training_state(self.out_dir / STATE_FILE)[STATE_KEY]
+        if self.resumed_state is not None:  # resumed: the discriminators continue too
+            state = self.resumed_state[STATE_KEY]
             self.discriminators.load_state_dict(state["discriminators"])
             self.disc_optimizer.load_state_dict(state["optimizer"])
 

@@ -27,14 +27,17 @@ saying what to do; the trainer never deletes or overwrites such a file by itself
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import random
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -44,8 +47,12 @@ from torch import Tensor, nn
 
 from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
-#: File name of the training state inside a run folder.
+#: File name of the training state inside a run folder, and of the generation before it (kept
+#: as a fallback: a state found corrupt on resume falls back to the previous one).
 STATE_FILE: str = "state.pt"
+PREVIOUS_STATE_FILE: str = "state.prev.pt"
+#: Temporary files of an interrupted atomic write (``.<name>.<random>.tmp``).
+TEMP_PATTERN: str = ".*.tmp"
 #: Sub-folders of a run with the last and the best model (safetensors + JSON config).
 LAST_DIR, BEST_DIR = "last", "best"
 #: The run's resolved config and its final results.
@@ -63,8 +70,10 @@ class CheckpointError(ValueError):
 
 
 def _advice(path: Path) -> str:
-    return (f"delete {path} (and resume from an earlier copy if you have one), or start the run "
-            "again without --resume in a new output folder")
+    """What to do when ``path`` of a run cannot be used: advice that works when followed."""
+    run = path.parent if path.parent.name not in (LAST_DIR, BEST_DIR) else path.parent.parent
+    return (f"The run in {run} cannot continue from it: delete the folder {run} to train the run "
+            "again from the start (or restore it from a copy you have), or train into another --out")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -78,6 +87,28 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_training_state(state: dict, out_dir: str | Path) -> Path:
+    """Write ``state.pt`` atomically, keeping the one it replaces as ``state.prev.pt``.
+
+    A kill at any moment leaves a readable state: the old ``state.pt`` until the new one is
+    complete, then the previous generation under :data:`PREVIOUS_STATE_FILE` if the kill came
+    between the two renames.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / STATE_FILE
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{STATE_FILE}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        if path.exists():
+            os.replace(path, out_dir / PREVIOUS_STATE_FILE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -102,8 +133,8 @@ def load_training_state(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path} not found: there is no training state to resume; start "
-                              "the run without --resume")
+        raise CheckpointError(f"{path} not found: there is no training state to resume. "
+                              f"{_advice(path)}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/corrupt zip files
@@ -144,7 +175,7 @@ def check_model_folder(folder: str | Path) -> None:
 #: Config fields that may change between a run and its resume (they do not change the numbers).
 RESUME_MAY_DIFFER: frozenset[str] = frozenset(
     {"train.progress", "train.save_every_steps", "train.feature_batch_size", "data.num_workers",
-     "data.cache_root"})
+     "data.cache_root", "model.adapter.taa_fused", "lesson"})
 
 
 def refuse_existing_run(out_dir: Path, names: tuple[str, ...]) -> None:
@@ -166,7 +197,8 @@ def config_differences(saved: Any, current: Any, where: str = "") -> list[str]:
             out += config_differences(saved.get(key), current.get(key), sub)
         return out
     short = where.removeprefix("config.")
-    if saved != current and short not in RESUME_MAY_DIFFER:
+    free = short in RESUME_MAY_DIFFER or any(short.startswith(f + ".") for f in RESUME_MAY_DIFFER)
+    if saved != current and not free:
         return [f"{short}: saved {saved!r} vs now {current!r}"]
     return []
 
@@ -174,8 +206,8 @@ def config_differences(saved: Any, current: Any, where: str = "") -> list[str]:
 def check_same_run_config(path: Path, current: dict) -> None:
     """Resume only the run that ``path`` (its config.json) describes; else CheckpointError."""
     if not path.is_file():
-        raise CheckpointError(f"{path} not found: {path.parent} holds no run to resume; start it "
-                              "without --resume")
+        raise CheckpointError(f"{path} not found, so the run cannot be checked before resuming. "
+                              f"{_advice(path)}")
     try:
         saved = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -188,25 +220,123 @@ def check_same_run_config(path: Path, current: dict) -> None:
             "original run, or start a new run in another folder")
 
 
-def open_run_folder(out_dir: Path, run_config: dict, resume: bool, is_main: bool) -> dict | None:
+class RunFolderError(CheckpointError):
+    """The run folder cannot be written (permissions, a full or read-only disk)."""
+
+
+#: errno values of a run folder that cannot be written, with what to do about each.
+_WRITE_ERRORS: dict[int, str] = {
+    errno.EACCES: "make it writable (e.g. chmod -R u+w {folder})",
+    errno.EPERM: "make it writable (e.g. chmod -R u+w {folder})",
+    errno.EROFS: "move the run to a writable disk",
+    errno.ENOSPC: "free disk space",
+    errno.EDQUOT: "free disk space (your quota is full)",
+}
+
+
+@contextlib.contextmanager
+def run_folder_errors(out_dir: Path):
+    """Turn a failed write into :class:`RunFolderError` naming the path and what to do.
+
+    Every write of a run is atomic (temporary file, then rename), so what was saved before the
+    error is intact: after the cause is fixed, ``--resume`` continues from the last checkpoint.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _WRITE_ERRORS:
+            raise
+        path = err.filename or out_dir
+        todo = _WRITE_ERRORS[err.errno].format(folder=out_dir)
+        raise RunFolderError(
+            f"cannot write {path}: {err.strerror}. Nothing saved before was lost: {todo}, then "
+            f"continue the run with --resume (same --out {out_dir})") from err
+
+
+def remove_orphan_temporaries(out_dir: Path) -> list[Path]:
+    """Delete the temporary files of saves a kill interrupted (``.state.pt.*.tmp``, ...).
+
+    Only called by the holder of the run folder's lock, so no save is in progress.
+    """
+    found = [p for folder in (out_dir, out_dir / LAST_DIR, out_dir / BEST_DIR) if folder.is_dir()
+             for p in folder.glob(TEMP_PATTERN) if p.is_file()]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def load_resume_state(out_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """The newest readable training state: ``state.pt``, else the previous generation.
+
+    Raises:
+        CheckpointError: neither is readable; the advice (delete the folder, or another
+            ``--out``) works when followed.
+    """
+    previous = out_dir / PREVIOUS_STATE_FILE
+    if not (out_dir / STATE_FILE).exists() and not previous.exists() and not any(
+            (out_dir / name).exists() for name in (LAST_DIR, BEST_DIR, RESULTS_FILE)):
+        raise CheckpointError(f"{out_dir} holds no training run to resume; start the run without "
+                              "--resume")
+    try:
+        return load_training_state(out_dir / STATE_FILE)
+    except CheckpointError as err:
+        if not previous.is_file():
+            raise
+        state = load_training_state(previous)
+        log(f"warning: {err} Resuming from the previous training state {previous} (step "
+            f"{state['counters']['global_step']}) instead; the steps after it are trained again.")
+        return state
+
+
+def _check_or_set_aside(folder: Path, log: Callable[[str], None]) -> bool:
+    """True if the model folder is readable; else it is renamed ``<name>.broken`` (kept, not
+    deleted) and the next checkpoint writes a new one."""
+    try:
+        check_model_folder(folder)
+        return True
+    except CheckpointError as err:
+        aside = folder.with_name(folder.name + ".broken")
+        if aside.exists():
+            shutil.rmtree(aside)
+        folder.rename(aside)
+        log(f"warning: {err.args[0].split('. The run')[0]}. It was moved to {aside}; the training "
+            "state is intact, so the run resumes and writes a new one at its next checkpoint.")
+        return False
+
+
+def open_run_folder(out_dir: Path, run_config: dict, resume: bool, is_main: bool,
+                    log: Callable[[str], None] = print) -> dict | None:
     """Claim ``out_dir`` for a new run, or check it and read its state for a resumed one.
 
     New run: refuse a folder that already holds checkpoints, then (rank 0) write
-    ``config.json``; returns None. Resume: the saved ``config.json`` must match
-    ``run_config`` (:func:`check_same_run_config`), ``state.pt`` and the model folders must be
-    readable; returns the state. Nothing is ever deleted or overwritten here.
+    ``config.json``; returns None. Resume: the saved ``config.json`` must match ``run_config``
+    (:func:`check_same_run_config`; a missing one is restored from the state, which carries a
+    copy); the training state is read with its fallback generation
+    (:func:`load_resume_state`); an unreadable ``last/`` or ``best/`` is set aside, since the
+    state alone holds everything to continue (``best/``'s score is then forgotten, so the next
+    epoch writes a new one). Temporary files of interrupted saves are removed first.
     """
+    if is_main and out_dir.is_dir():
+        orphans = remove_orphan_temporaries(out_dir)
+        if orphans:
+            log(f"removed {len(orphans)} temporary file(s) of an interrupted save in {out_dir}")
     if not resume:
         if is_main:
             refuse_existing_run(out_dir, (STATE_FILE, LAST_DIR, BEST_DIR, RESULTS_FILE))
             out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out_dir / RUN_CONFIG_FILE, json.dumps(run_config, indent=2) + "\n")
         return None
-    check_same_run_config(out_dir / RUN_CONFIG_FILE, run_config)
-    state = load_training_state(out_dir / STATE_FILE)
-    check_model_folder(out_dir / LAST_DIR)
-    if (out_dir / BEST_DIR).exists():
-        check_model_folder(out_dir / BEST_DIR)
+    state = load_resume_state(out_dir, log)
+    config_path = out_dir / RUN_CONFIG_FILE
+    if not config_path.is_file() and "run_config" in state and is_main:
+        atomic_write_text(config_path, state["run_config"])
+        log(f"warning: {config_path} was missing; restored it from the training state")
+    check_same_run_config(config_path, run_config)
+    if is_main:
+        if (out_dir / LAST_DIR).exists():
+            _check_or_set_aside(out_dir / LAST_DIR, log)
+        if (out_dir / BEST_DIR).exists() and not _check_or_set_aside(out_dir / BEST_DIR, log):
+            state["floats"]["best_score"] = -math.inf
     return state
 
 
@@ -343,7 +473,7 @@ class Progress:
 
 
 def collect_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                  progress: Progress, world_size: int) -> dict:
+                  progress: Progress, world_size: int, run_config: dict | None = None) -> dict:
     """Everything a run needs to resume exactly (module docstring)."""
     histories = {}
     for path, troa in troa_modules(model).items():
@@ -359,6 +489,8 @@ def collect_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler:
         "scheduler": scheduler.state_dict(),
         "rng": capture_rng_state(),
         **saved,
+        # A copy of config.json, so a run whose config.json was lost can still resume.
+        **({"run_config": json.dumps(run_config, indent=2) + "\n"} if run_config is not None else {}),
     }
 
 

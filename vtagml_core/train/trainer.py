@@ -53,7 +53,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -77,8 +77,9 @@ from .logging import LOG_FILE, JsonlLogger, truncate_log, write_json
 from .losses import MultiTaskLoss, class_pixel_counts, class_weights_from_frequencies
 from .results import FitResult, selection_score
 from .schedule import EpochBatchSampler, ShardSampler, build_scheduler, epoch_seed, steps_per_epoch
+from .run_lock import RunLock
 from .state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE, STATE_FILE, Progress, apply_state,
-                    atomic_torch_save, backbone_frozen, collect_state, open_run_folder,
+                    backbone_frozen, collect_state, open_run_folder, run_folder_errors, save_training_state,
                     restore_rng_state)
 from .step import move_batch, train_step
 
@@ -100,20 +101,24 @@ class Trainer:
         loss_tasks: tasks whose labels enter the loss (default: all the model's tasks).
         init_from: a saved model folder to start from (e.g. the source-domain model).
         resume: continue the run saved in ``out_dir`` (see the module docstring).
+        log: where warnings about the run folder go (a fallback state, a lock taken over).
 
     Raises:
-        CheckpointError: resuming from a corrupt/truncated/missing checkpoint, or starting a
-            new run in a folder that already holds one (both name the file and what to do).
+        CheckpointError: resuming with no readable training state, or starting a new run in a
+            folder that already holds one (both name the file and advice that works).
+        RunFolderBusy: another live process holds the run folder (names its PID).
+        RunFolderError: (from :meth:`fit` too) the run folder cannot be written: names the path
+            and what to do; everything saved before is intact and ``resume`` continues it.
     """
 
     def __init__(self, cfg: KitConfig, out_dir: str | Path, method: str = "vtagml",
                  train_set: Dataset | None = None, val_set: Dataset | None = None,
                  loss_tasks: str | Iterable[str] | None = None, init_from: str | Path | None = None,
-                 resume: bool = False) -> None:
+                 resume: bool = False, log: Callable[[str], None] = print) -> None:
         from vtagml_core.baselines.registry import build_model
 
         self.cfg = cfg.validate()
-        self.out_dir, self.method = Path(out_dir), method
+        self.out_dir, self.method, self.log = Path(out_dir), method, log
         self.ctx = init_distributed(cfg.train.device)
         self.device = self.ctx.device
         seed_everything(cfg.train.seed)
@@ -128,8 +133,22 @@ class Trainer:
             raise ValueError(f"loss_tasks {self.loss_tasks} must be among the model's tasks {self.tasks}")
         all_tasks = set(self.loss_tasks) == set(self.tasks)
         self.track_troa = bool(model.tracks_task_grads) and all_tasks
+        # One writer per run folder, for the whole run (released when fit() ends).
+        self.lock = RunLock(self.out_dir, log).acquire() if self.ctx.is_main else None
+        try:
+            with run_folder_errors(self.out_dir):
+                self._open_run(resume, train_set, val_set, all_tasks)
+        except BaseException:
+            self.release_lock()
+            raise
+
+    def _open_run(self, resume: bool, train_set: Dataset | None, val_set: Dataset | None,
+                  all_tasks: bool) -> None:
+        """Claim or check the run folder, build data, loss, optimizer; restore a resumed state."""
+        cfg, model = self.cfg, self.model
         # Fails fast, before any data is rendered or cached; never deletes or overwrites anything.
-        state = open_run_folder(self.out_dir, self._run_config(), resume, self.ctx.is_main)
+        state = open_run_folder(self.out_dir, self._run_config(), resume, self.ctx.is_main, self.log)
+        self.resumed_state: dict | None = state
         if self.ctx.is_main and not resume:
             (self.out_dir / LOG_FILE).write_text("")  # only a run without checkpoints had one
         self.train_set, self.val_set = self._datasets(train_set, val_set)
@@ -329,14 +348,25 @@ class Trainer:
         if self._rng_to_restore is not None:
             restore_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        self.resumed_state = None  # subclasses read their parts in __init__; free the copy
         show = self.ctx.is_main and self.cfg.train.progress
         self.model.train()
-        while self.progress.epoch < self.cfg.train.epochs and self.progress.global_step < self.total_steps:
-            self._train_epoch(show)
-            self._end_epoch()
-        result = self._finish()
+        try:
+            with run_folder_errors(self.out_dir):
+                while (self.progress.epoch < self.cfg.train.epochs
+                       and self.progress.global_step < self.total_steps):
+                    self._train_epoch(show)
+                    self._end_epoch()
+                result = self._finish()
+        finally:
+            self.release_lock()
         shutdown(self.ctx)
         return result
+
+    def release_lock(self) -> None:
+        """Give the run folder back (fit() does it when it ends, however it ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def _train_epoch(self, show: bool) -> None:
         tc, epoch = self.cfg.train, self.progress.epoch
@@ -402,15 +432,15 @@ class Trainer:
         """Write ``last/`` and then ``state.pt``, each atomically (rank 0 only).
 
         ``state.pt`` carries the weights too (:mod:`vtagml_core.train.state`), so a kill
-        between the two writes still resumes from a consistent state. Subclasses add their own
-        parts through :meth:`extra_state`.
+        between the two writes still resumes from a consistent state; the state it replaces is
+        kept as ``state.prev.pt``. Subclasses add their own parts through :meth:`extra_state`.
         """
         if self.ctx.is_main:
             self._save_model(LAST_DIR)
             state = collect_state(self.model, self.optimizer, self.scheduler, self.progress,
-                                  self.ctx.world_size)
+                                  self.ctx.world_size, self._run_config())
             state.update(self.extra_state())
-            atomic_torch_save(state, self.out_dir / STATE_FILE)
+            save_training_state(state, self.out_dir)
 
     def extra_state(self) -> dict[str, Any]:
         """What ``state.pt`` holds beyond the model, optimizer and progress: the balancer."""
@@ -427,6 +457,8 @@ class Trainer:
         full = [r["epoch_seconds"] for r in self.progress.history
                 if r["step"] == r["epoch"] * self.steps_per_epoch]
         if self.ctx.is_main:
+            if not (self.out_dir / LAST_DIR).is_dir():  # set aside on resume: the state rebuilds it
+                self._save_model(LAST_DIR)
             write_json(self.out_dir / RESULTS_FILE, {
                 "method": self.method, "tasks": list(self.tasks), "loss_tasks": list(self.loss_tasks),
                 "where": self.describe(),

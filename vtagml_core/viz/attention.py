@@ -6,16 +6,17 @@ layer l, head h and a query token q, the row
     ``softmax(A'(omega_t) + logits(q, k))[q, :]``          (Eq. 2, inside the softmax)
 
 is a distribution over the ``h*w`` key tokens: :func:`attention_map` returns it as an
-``(h, w)`` map that sums to 1. It re-runs the adapter stack exactly as
-:meth:`~vtagml_core.model.adapter.VisionAdapter.run_layers` does (per-stream taps, skip
-connections between layers, TROA's omega row as the condition), for task t's stream only --
-the streams never mix, so one stream is enough -- and at layer l calls
-``layer.taa.attention_weights(layer.norm_attn(x), cond)`` instead of the layer itself.
+``(h, w)`` map that sums to 1. The maps come from the model itself: :func:`attention_maps`
+runs the adapter stack's normal forward (:class:`~vtagml_core.model.adapter.VisionAdapter`)
+inside :func:`~vtagml_core.model.taa.record_attention`, which makes every TAA layer keep the
+softmax of its forward, and :func:`attention_map` picks task, layer, head and query from them.
+:func:`layer_input` gives the tokens and condition one layer receives in that same forward.
 
 :func:`attention_overlay` draws such a map over an image (the demo's "TAA attention" view).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from vtagml_core.model.taa import record_attention
 from vtagml_core.viz.samples import depth_to_rgb
 
 #: Opacity of the attention colours over the image in :func:`attention_overlay`.
@@ -77,28 +79,53 @@ def _check(model: torch.nn.Module, task: str, layer: int, head: int) -> tuple[in
     return model.tasks.index(task), info
 
 
+def _task_ids(model: torch.nn.Module, tasks: Sequence[str] | None) -> Tensor | None:
+    if tasks is None:
+        return None
+    unknown = [t for t in tasks if t not in model.tasks]
+    if unknown:
+        raise ValueError(f"tasks {unknown} are not among the model's tasks {model.tasks}")
+    return torch.tensor([model.tasks.index(t) for t in tasks])
+
+
+def attention_maps(model: torch.nn.Module, taps: list[Tensor],
+                   tasks: Sequence[str] | None = None) -> list[Tensor]:
+    """TAA's softmax maps of every adapter layer, one ``(T, B, H, L_l, L_l)`` per layer.
+
+    One normal forward of ``model.adapter`` on ``taps`` (``model.encode(images).taps``) for the
+    streams of ``tasks`` (all of the model's tasks, in order, by default), with
+    :func:`~vtagml_core.model.taa.record_attention` on. Row ``q`` of ``maps[l][t, b, h]`` is
+    Eq. 2's attention of query token ``q`` (raster order) over the keys.
+    """
+    if not attention_layers(model):
+        raise ValueError("this model has no adapter layers (adapter.enabled=false): no TAA to show")
+    ids = _task_ids(model, tasks)
+    with record_attention(model.adapter) as record:
+        model.adapter(taps, task_ids=ids)
+    return record.maps
+
+
 def layer_input(model: torch.nn.Module, taps: list[Tensor], task: str, layer: int) -> tuple[Tensor, Tensor]:
     """Input tokens ``(1, B, L, C)`` of adapter ``layer`` for ``task``'s stream, and its condition.
 
-    Follows :meth:`VisionAdapter.run_layers`: layer 0 reads its tap; layer i > 0 reads
-    ``tap_i + skip(out_{i-1})``. The condition is ``(1, cond_dim)``: task t's omega row (or
-    its learned embedding for ``affinity_source="embedding"``).
+    Taken from the adapter stack's normal forward (a forward pre-hook on the layer): layer 0
+    reads its tap; layer i > 0 reads ``tap_i + skip(out_{i-1})``. The condition is
+    ``(1, cond_dim)``: task t's omega row (or its learned embedding for
+    ``affinity_source="embedding"``).
     """
     t, _ = _check(model, task, layer, 0)
-    adapter = model.adapter
-    cond = adapter.condition(task_ids=torch.tensor([t]))
-    streams = adapter._stream_inputs(taps, 1, False)
-    previous: Tensor | None = None
-    for i in range(layer + 1):
-        x = streams[i]
-        if previous is not None:
-            x = x + adapter.skips[i - 1](previous)
-        T, B, h, w, C = x.shape
-        tokens = x.reshape(T, B, h * w, C)
-        if i == layer:
-            return tokens, cond
-        previous = adapter.layers[i](tokens, cond).view(T, B, h, w, C)
-    raise AssertionError("unreachable: the loop returns at i == layer")
+    seen: list[tuple[Tensor, Tensor]] = []
+
+    def keep_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        x, cond = (*args, *kwargs.values())[:2]
+        seen.append((x, cond))
+
+    handle = model.adapter.layers[layer].register_forward_pre_hook(keep_input, with_kwargs=True)
+    try:
+        model.adapter(taps, task_ids=torch.tensor([t]))
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def attention_map(
@@ -134,10 +161,8 @@ def attention_map(
             if images.dim() != 4 or images.shape[0] != 1:
                 raise ValueError(f"images must be one image (1, 3, S, S), got {tuple(images.shape)}")
             taps = model.encode(images).taps
-        tokens, cond = layer_input(model, taps, task, layer)
-        lay = model.adapter.layers[layer]
-        weights = lay.taa.attention_weights(lay.norm_attn(tokens), cond)  # (1, B, H, L, L)
-        return weights[0, 0, head, row * w + col].reshape(h, w).float().cpu()
+        maps = attention_maps(model, taps, [task])[layer]    # (1, B, H, L, L)
+        return maps[0, 0, head, row * w + col].reshape(h, w).float().cpu()
 
 
 def attention_overlay(image: np.ndarray, attn: Tensor | np.ndarray, query_yx: tuple[float, float],
@@ -171,5 +196,5 @@ def attention_overlay(image: np.ndarray, attn: Tensor | np.ndarray, query_yx: tu
     return np.asarray(out)
 
 
-__all__ = ["LayerInfo", "attention_layers", "attention_map", "attention_overlay", "layer_input",
-           "query_token"]
+__all__ = ["LayerInfo", "attention_layers", "attention_map", "attention_maps", "attention_overlay",
+           "layer_input", "query_token"]
