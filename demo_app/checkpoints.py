@@ -1,8 +1,9 @@
 """Which trained models the demo offers, and how it loads them (safetensors + JSON only).
 
 The demo never loads a path typed by a user. It *lists* checkpoint folders under a few roots
-(:func:`default_roots`: ``demo_app/checkpoints/`` shipped with the repo, then ``runs/`` where
-``make reproduce`` and the trainer write) and offers their labels in a dropdown; a handler
+(:func:`default_roots`: ``demo_app/checkpoints/`` shipped with the repo, the kit's run store
+(:func:`vtagml_core.experiments.runs.default_store`: every run the CLI, ``make reproduce`` and
+the notebooks trained, or a class imported), then ``runs/`` of the repository) and offers their labels in a dropdown; a handler
 receives a label and looks it up in a fresh listing (:func:`resolve`), so nothing outside the
 roots can ever be opened. A checkpoint folder is one written by
 :func:`vtagml_core.model.checkpoint.save_model`: ``model.safetensors`` + ``config.json``.
@@ -28,6 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from vtagml_core.baselines.factory import load_model
+from vtagml_core.experiments.runs import default_store
 from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from vtagml_core.predict import Predictor
 
@@ -55,8 +57,8 @@ TRAINED_RESULT_PREFIX: str = "VTAGML after"
 
 
 def default_roots() -> list[Path]:
-    """``demo_app/checkpoints/`` then ``runs/`` of this repository."""
-    return [SHIPPED_ROOT, RUNS_ROOT]
+    """``demo_app/checkpoints/``, the run store, then ``runs/`` of this repository."""
+    return [SHIPPED_ROOT, default_store(), RUNS_ROOT]
 
 
 def is_checkpoint_folder(folder: str | Path) -> bool:

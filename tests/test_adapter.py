@@ -137,7 +137,7 @@ def test_taa_off_removes_the_bias_and_omega_no_longer_matters():
     assert not torch.allclose(on(taps, om1)[-1], on(taps, om2)[-1], atol=1e-4)
 
 
-def test_tsn_off_makes_the_norm_a_plain_layer_norm():
+def test_tsn_off_makes_the_norm_a_plain_layer_norm_of_the_ffn_residual():
     cfg = dict(dim=16, num_heads=2, grid=(4, 4), num_tasks=3)
     w, b = _ln([16])[0]
     torch.manual_seed(0)
@@ -146,12 +146,28 @@ def test_tsn_off_makes_the_norm_a_plain_layer_norm():
     off = AdapterLayer(**cfg, ln_weight=w, ln_bias=b, tsn_enabled=False)
     x, cond = torch.randn(3, 2, 16, 16), torch.softmax(torch.randn(3, 3), dim=1)
     parts = off.parts(x, cond)
-    assert torch.allclose(parts.out, F.layer_norm(parts.a, (16,), w, b, 1e-5), atol=1e-6)
+    # TSN off: the tapped block's fixed LayerNorm of omega~_t = a_t + FFN(LN(a_t)).
+    assert torch.allclose(parts.out, F.layer_norm(parts.omega_tilde, (16,), w, b, 1e-5), atol=1e-6)
     assert list(off.tsn.parameters()) == []
     # Everything but the norm is identical: same a_t and omega~_t with TSN on.
     on_parts = on.parts(x, cond)
     assert torch.allclose(on_parts.a, parts.a) and torch.allclose(on_parts.omega_tilde,
                                                                    parts.omega_tilde)
+
+
+def test_tsn_off_keeps_the_ffn_it_gets_gradients_and_changes_the_output():
+    """The TSN ablation removes the task scaling only: the FFN still acts on the output."""
+    w, b = _ln([16])[0]
+    torch.manual_seed(0)
+    off = AdapterLayer(16, 2, (4, 4), 3, w, b, tsn_enabled=False)
+    x, cond = torch.randn(3, 2, 16, 16), torch.softmax(torch.randn(3, 3), dim=1)
+    out = off(x, cond)
+    out.square().mean().backward()
+    for p in off.ffn.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    with torch.no_grad():
+        off.ffn[2].weight.add_(0.1 * torch.randn_like(off.ffn[2].weight))
+    assert not torch.allclose(off(x, cond), out, atol=1e-4)
 
 
 def test_adapter_layer_dataflow_matches_fig3():

@@ -27,7 +27,7 @@ def env(tmp_path_factory):
 
 
 def context(root):
-    return build_context("quick", overrides=TINY, root=root, settings_overrides=SETTINGS,
+    return build_context("quick", overrides=TINY, root=root, store=root, settings_overrides=SETTINGS,
                          methods=METHODS, log=lambda _: None)
 
 
@@ -87,7 +87,7 @@ def test_balancer_reruns_the_multitask_methods_and_reuses_the_rest(env, doc):
 
 def test_compare_command_reuses_every_run_and_writes_both_files(env, doc, capsys):
     args = ["compare", "--preset", "quick", "--tasks", "S-D", "--methods", ",".join(METHODS),
-            "--seeds", "0", "--runs", str(env), "--settings-set", "pretrained_backbone=false"]
+            "--seeds", "0", "--runs", str(env), "--store", str(env), "--settings-set", "pretrained_backbone=false"]
     for o in TINY:
         args += ["--set", o]
     assert main(args) == 0

@@ -47,13 +47,14 @@ READ_FIGURE = """el => ({title: (el.layout.title && el.layout.title.text) || '',
 
 
 def _lesson_copy(folder: Path) -> Path:
-    """Notebook 02 with ``steps = LESSON_STEPS`` in its parameters cell (no other change)."""
+    """Notebook 02 with ``overrides = ["lesson.steps=LESSON_STEPS"]`` in its parameters cell
+    (no other change)."""
     nb = nbformat.read(str(NOTEBOOK), as_version=4)
     cell = nb.cells[parameters_cells(nb)[0]]
     lines = cell.source.splitlines()
-    assert any(line.startswith("steps = ") for line in lines), "notebook 02 lost its steps parameter"
-    cell.source = "\n".join(f"steps = {LESSON_STEPS}" if line.startswith("steps = ") else line
-                            for line in lines)
+    assert any(line.startswith("overrides = ") for line in lines), "notebook 02 lost its overrides"
+    cell.source = "\n".join(f'overrides = ["lesson.steps={LESSON_STEPS}"]'
+                            if line.startswith("overrides = ") else line for line in lines)
     path = folder / NOTEBOOK.name
     nbformat.write(nb, str(path))
     return path
@@ -71,7 +72,8 @@ def lab(tmp_path):
     news.write_text(json.dumps({"fetchNews": "false"}))  # no "get notified about news?" toast
     env = {k: v for k, v in os.environ.items() if k != HEADLESS_ENV}
     env.update({PRESET_ENV: "smoke", OUTPUT_ENV: str(tmp_path / "out"),
-                "VTAGML_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT),
+                "VTAGML_CACHE": str(tmp_path / "cache"), "VTAGML_RUNS": str(tmp_path / "store"),
+                "PYTHONPATH": str(ROOT),
                 "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
                 "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
                 "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),

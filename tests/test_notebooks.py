@@ -21,6 +21,7 @@ import pytest
 
 from vtagml_core.data.cache import MANIFEST_NAME, split_dir
 from vtagml_core.notebooks.params import DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV
+from vtagml_core.experiments.runs import STORE_ENV
 from vtagml_core.train.config import load_kit_config
 from vtagml_core.nbtools.runner import discover_notebooks, parameters_cells
 from vtagml_core.nbtools.student import EXERCISE_TAG
@@ -146,7 +147,7 @@ def nbval_env(tmp_path_factory):
     partial.mkdir(parents=True)
     (partial / "image.npy").write_bytes(b"\x93NUMPY truncated")
     env = {**os.environ, PRESET_ENV: "smoke", HEADLESS_ENV: "1", OUTPUT_ENV: str(base / "out"),
-           "VTAGML_CACHE": str(cache)}
+           "VTAGML_CACHE": str(cache), STORE_ENV: str(base / "store")}
     return env, partial
 
 

@@ -217,7 +217,7 @@ def test_prediction_grid_shows_labels_and_predictions():
 def test_settings_notebooks_run_in_order_under_nbval(tmp_path):
     """05-09 in one output folder, like the headless runner: each passes nbval, within budget."""
     env = {**os.environ, PRESET_ENV: "smoke", HEADLESS_ENV: "1", OUTPUT_ENV: str(tmp_path / "out"),
-           "VTAGML_CACHE": str(tmp_path / "cache")}
+           "VTAGML_CACHE": str(tmp_path / "cache"), "VTAGML_RUNS": str(tmp_path / "store")}
     times = {}
     for path in discover_notebooks(NOTEBOOK_DIR, list(SETTING_OF)):
         start = time.perf_counter()

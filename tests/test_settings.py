@@ -18,7 +18,7 @@ import torch
 from vtagml_core.baselines.registry import METHOD_REVISIONS
 from vtagml_core.cli import main
 from vtagml_core.experiments.settings import build_context, run_setting, write_setting
-from vtagml_core.experiments.runs import RUN_INFO_FILE, RUNS_SUBDIR, RunSpec, key_config, run_dir, train_or_reuse
+from vtagml_core.experiments.runs import RUN_INFO_FILE, RunSpec, key_config, run_dir, train_or_reuse
 from vtagml_core.experiments.seeds import parse_seeds, summarize
 from vtagml_core.train.config import load_kit_config
 from vtagml_core.baselines.factory import load_model
@@ -47,7 +47,7 @@ def env(tmp_path_factory):
 
 
 def context(root: Path, *extra_settings: str):
-    return build_context("quick", overrides=TINY, root=root,
+    return build_context("quick", overrides=TINY, root=root, store=root,
                          settings_overrides=[*SETTINGS, *extra_settings], log=lambda _: None)
 
 
@@ -87,7 +87,7 @@ def test_run_key_follows_what_changes_the_numbers(env, tmp_path, monkeypatch):
     same = RunSpec("another role", load_kit_config(preset="quick", overrides=TINY + [
         "train.progress=true", "train.save_every_steps=7", "data.test_count=99"]), "vtagml")
     assert run_dir(env, base) == run_dir(env, same)          # role, logging, test size: same run
-    assert run_dir(env, base).parent == env / RUNS_SUBDIR
+    assert run_dir(env, base).parent == env           # the store holds the run folders
     assert run_dir(env, base).name.startswith("vtagml-")
     other_seed = RunSpec("a", load_kit_config(preset="quick", overrides=TINY + ["train.seed=1"]), "vtagml")
     assert len({run_dir(env, s) for s in (base, other_seed, RunSpec("a", cfg, "vanilla_mtl"),
@@ -128,7 +128,7 @@ def test_settings_config_presets_overrides_and_errors(tmp_path, monkeypatch):
     quick = load_settings_config(preset="quick")
     assert quick.uda_target == "indoor_shift" and quick.task_sets == ["S-D", "S-D-N", "S-D-N-E"]
     assert load_settings_config(preset="paper").adversarial.disc_channels == 64
-    ctx = build_context("quick", overrides=TINY, root=tmp_path, methods=["vanilla_mtl"],
+    ctx = build_context("quick", overrides=TINY, root=tmp_path, store=tmp_path, methods=["vanilla_mtl"],
                         settings_overrides=["pretrained_backbone=false"], log=lambda _: None)
     assert ctx.settings.methods == ["vanilla_mtl"] and ctx.cfg.data.size == 64
     with pytest.raises(ValueError, match="unknown domain"):
@@ -330,7 +330,7 @@ def test_efficiency_counts_parameters_and_times_every_method(env):
 
 
 def test_cli_settings_then_tables(env, mtl_doc, capsys):
-    args = ["settings", "novel", "--runs", str(env)]
+    args = ["settings", "novel", "--runs", str(env), "--store", str(env)]
     for o in TINY:
         args += ["--set", o]
     for o in SETTINGS:

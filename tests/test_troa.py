@@ -10,6 +10,7 @@ from vtagml_core.model.troa import (
     OMEGA_FLOOR,
     TROA,
     affinity_loss_weights,
+    affinity_weighted_objective,
     gradient_cosine_similarity,
     mirror_descent_update,
     row_entropy,
@@ -178,3 +179,197 @@ def test_affinity_loss_weights_are_column_means():
     assert torch.allclose(w, torch.tensor([1.1, 0.9, 1.0]) / 3)
     losses = torch.tensor([1.0, 2.0, 3.0])
     assert torch.allclose((w * losses).sum(), (omega @ losses).mean())
+
+
+# --------------------------------------------------------------------------- troa_every
+# Algorithm 1 alternates "a few steps of Adam" with one omega update (troa.py docstring).
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_every_k_steps_equals_one_update_with_the_mean_similarity(sign):
+    torch.manual_seed(3)
+    k, n = 4, 3
+    grads = [torch.randn(n, 20) for _ in range(2 * k)]
+    sims = [gradient_cosine_similarity(g) for g in grads]
+    troa = TROA(n, kappa=0.7, sign=sign, every=k)
+    start = troa.omega.clone()
+    for i, g in enumerate(grads[:k]):
+        returned = troa.update(g)
+        assert torch.equal(returned, sims[i])  # the step's own similarity, for the log
+        if i < k - 1:
+            assert torch.equal(troa.omega, start) and int(troa.num_updates) == 0
+    mean = torch.stack(sims[:k]).double().mean(dim=0)
+    expected = mirror_descent_update(start, mean, 0.7, sign)
+    assert torch.allclose(troa.omega, expected, atol=1e-7, rtol=0)
+    assert int(troa.num_updates) == 1 and troa.steps_seen == k
+    for g in grads[k:]:
+        troa.update(g)
+    mean2 = torch.stack(sims[k:]).double().mean(dim=0)
+    assert torch.allclose(troa.omega, mirror_descent_update(expected, mean2, 0.7, sign), atol=1e-7)
+    steps, _ = troa.history_tensor()
+    assert steps.tolist() == [0, k, 2 * k]  # history labelled in steps, not updates
+
+
+def test_every_one_is_the_per_step_update_and_keeps_the_state_dict():
+    torch.manual_seed(4)
+    a, b = TROA(3), TROA(3, every=1)
+    for _ in range(5):
+        g = torch.randn(3, 9)
+        a.update(g)
+        b.update(g)
+    assert torch.equal(a.omega, b.omega)
+    assert set(TROA(3, every=1).state_dict()) == {"omega", "num_updates"}
+    assert set(TROA(3, every=2).state_dict()) == {"omega", "num_updates", "sim_sum", "pending"}
+    with pytest.raises(ValueError, match="troa_every"):
+        TROA(3, every=0)
+
+
+def test_every_window_resumes_exactly_from_the_state_dict():
+    torch.manual_seed(5)
+    grads = [torch.randn(3, 12) for _ in range(7)]
+    ref = TROA(3, every=3)
+    for g in grads:
+        ref.update(g)
+    first = TROA(3, every=3)
+    for g in grads[:4]:  # stop in the middle of the second window
+        first.update(g)
+    resumed = TROA(3, every=3)
+    resumed.load_state_dict(first.state_dict())
+    resumed.load_history(*first.history_tensor())
+    assert int(resumed.pending) == 1
+    for g in grads[4:]:
+        resumed.update(g)
+    assert torch.equal(resumed.omega, ref.omega) and torch.equal(resumed.sim_sum, ref.sim_sum)
+    assert torch.equal(resumed.history_tensor()[0], ref.history_tensor()[0])
+
+
+def test_observe_replays_logged_similarities_exactly():
+    torch.manual_seed(6)
+    live, replay = TROA(3, kappa=0.3, every=2), TROA(3, kappa=0.3, every=2)
+    for _ in range(6):
+        sim = live.update(torch.randn(3, 8))
+        replay.observe(torch.tensor(sim.tolist()))  # as read back from log.jsonl
+    assert torch.equal(live.omega, replay.omega)
+
+
+def test_troa_every_reaches_the_model_and_its_state_is_in_the_training_state():
+    from vtagml_core.model.adapter import AdapterConfig
+    from vtagml_core.model.backbone import BackboneConfig
+    from vtagml_core.model.vtagml import VTAGML, ModelConfig
+    from vtagml_core.train.state import mutable_model_state
+
+    model = VTAGML(ModelConfig(tasks="S-D", num_classes=3, backbone=BackboneConfig(img_size=64),
+                               adapter=AdapterConfig(troa_every=4)))
+    assert model.adapter.troa.every == 4
+    state = mutable_model_state(model)
+    assert {"adapter.troa.sim_sum", "adapter.troa.pending", "adapter.troa.omega"} <= set(state)
+    with pytest.raises(ValueError, match="troa_every"):
+        AdapterConfig(troa_every=0).validate()
+
+
+# --------------------------------------------------------------------------- weighted objective
+
+
+def test_affinity_weighted_objective_known_value():
+    omega = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.1, 0.1, 0.8]])
+    # L[t, n]: task n's loss on stream t.
+    losses = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], requires_grad=True)
+    value = affinity_weighted_objective(omega, losses)
+    by_hand = (0.7 * 1 + 0.2 * 2 + 0.1 * 3) + (0.3 * 4 + 0.6 * 5 + 0.1 * 6) + (0.1 * 7 + 0.1 * 8 + 0.8 * 9)
+    assert value.item() == pytest.approx(by_hand)
+    value.backward()
+    assert torch.allclose(losses.grad, omega)  # d/dL[t, n] = omega[t, n]; omega gets no gradient
+    # omega = identity: the default objective sum_t L[t, t].
+    assert affinity_weighted_objective(torch.eye(3), losses).item() == pytest.approx(15.0)
+    with pytest.raises(ValueError, match="same shape"):
+        affinity_weighted_objective(omega, losses[:, :2])
+
+
+def _tiny_model(**adapter):
+    from vtagml_core.model.adapter import AdapterConfig
+    from vtagml_core.model.backbone import BackboneConfig
+    from vtagml_core.model.decoder import DecoderConfig
+    from vtagml_core.model.vtagml import VTAGML, ModelConfig
+
+    torch.manual_seed(0)
+    model = VTAGML(ModelConfig(tasks="S-D-E", num_classes=3, backbone=BackboneConfig(img_size=64),
+                               adapter=AdapterConfig(**adapter),
+                               decoder=DecoderConfig(embed_dims=[32, 16, 16, 8], depth_per_stage=1)))
+    with torch.no_grad():  # move the zero-initialised FiLM maps so that omega_t matters
+        for name, p in model.named_parameters():
+            if "film" in name:
+                p.normal_(std=0.3)
+        model.adapter.troa.omega.copy_(torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]]))
+    return model
+
+
+def _tiny_batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand(2, 3, 64, 64, generator=g),
+            "seg": torch.randint(0, 3, (2, 64, 64), generator=g),
+            "depth": 1.0 + torch.rand(2, 1, 64, 64, generator=g),
+            "valid": torch.ones(2, 1, 64, 64, dtype=torch.bool),
+            "edges": torch.rand(2, 1, 64, 64, generator=g)}
+
+
+def test_weighted_objective_decodes_every_stream_with_every_decoder():
+    from vtagml_core.model.vtagml import STREAM_OUTPUTS
+    from vtagml_core.train.losses import MultiTaskLoss
+
+    model = _tiny_model(weighted_objective=True).train()
+    batch = _tiny_batch()
+    feats = model.encode(batch["image"])
+    out = model(batch["image"], features=feats, track_task_grads=True)
+    streams = out[STREAM_OUTPUTS]
+    tasks = model.tasks
+    assert len(streams) == len(tasks)
+    for t, target in enumerate(tasks):
+        # Reference: every stream conditioned on omega_t, read by every decoder.
+        outs = model.adapter(feats.taps, task_ids=[t] * len(tasks))
+        ref = model.decoder(model._decoder_inputs(outs, feats, range(len(tasks))), batch["image"])
+        for task in tasks:
+            assert torch.allclose(streams[t][task], ref[task], atol=1e-5)
+        assert streams[t][target] is out[target]  # the diagonal is the model's own output
+    # Eval mode (and the default objective) give the plain outputs, equal to the diagonal.
+    plain = model.eval()(batch["image"], features=feats)
+    assert STREAM_OUTPUTS not in plain
+    for task in tasks:
+        assert torch.allclose(plain[task], out[task], atol=1e-5)
+
+    # The objective: sum_t sum_n omega[t, n] lambda_n L_n(stream t -> decoder n).
+    loss = MultiTaskLoss(tasks, {"depth": 0.5})
+    L = torch.stack([torch.stack([loss.weights[n] * loss.per_task(s, batch)[n] for n in tasks])
+                     for s in streams])
+    expected = sum(float(model.omega[t, n]) * float(L[t, n].detach()) for t in range(3) for n in range(3))
+    assert affinity_weighted_objective(model.omega, L).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_objective_keeps_troa_gradients_those_of_the_default_objective():
+    """TROA still sees lambda_t * grad L_t (own stream, own decoder), not the weighted mixture."""
+    from vtagml_core.model.vtagml import STREAM_OUTPUTS
+    from vtagml_core.train.losses import MultiTaskLoss
+
+    batch = _tiny_batch(seed=2)
+    loss = MultiTaskLoss(("seg", "depth", "edges"))
+    default = _tiny_model().train()
+    total, _ = loss(default(batch["image"], track_task_grads=True), batch)
+    total.backward()
+    expected = default.adapter.task_gradients()
+
+    weighted = _tiny_model(weighted_objective=True).train()
+    out = weighted(batch["image"], track_task_grads=True)
+    L = torch.stack([torch.stack(list(loss.per_task(s, batch).values())) for s in out[STREAM_OUTPUTS]])
+    affinity_weighted_objective(weighted.omega, L).backward()
+    got = weighted.adapter.task_gradients()
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-9)
+    assert weighted.update_affinity() is not None  # the tracked streams are in task order
+
+
+def test_weighted_objective_needs_troa_omega():
+    from vtagml_core.model.adapter import AdapterConfig
+
+    with pytest.raises(ValueError, match="weighted_objective"):
+        AdapterConfig(weighted_objective=True, affinity_source="embedding").validate()
+    off = _tiny_model(weighted_objective=True, troa=False)
+    assert not off.weighted_objective  # uniform omega: the weighted objective is the default one

@@ -25,8 +25,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "settings": ("vtagml_core.commands.settings",
                  "the paper's evaluation settings: mtl, zeroshot, uda, novel, efficiency, all"),
     "tables": ("vtagml_core.commands.tables", "collect setting results into the paper's tables (md + plotly)"),
+    "runs": ("vtagml_core.commands.runs", "the run store: list, show, export, import, remove trained runs"),
     "compare": ("vtagml_core.commands.compare",
                 "every method in one table: metrics, delta_m, parameters, s/epoch (--balancer)"),
+    "affinity": ("vtagml_core.commands.affinity",
+                 "do the task affinities mean something? TROA omega, gradient cosine, lookahead vs pair gains"),
 }
 
 

@@ -7,17 +7,13 @@ then loading its weights into it. Keeping it here lets ``model/`` import nothing
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from vtagml_core.model.checkpoint import (MAX_LISTED, WEIGHTS_FILE, compare_configs,
-                                          describe_mismatch, history_prefixes,
-                                          read_checkpoint_info)
+from vtagml_core.model.checkpoint import (MAX_LISTED, build_config, compare_configs,
+                                          load_weights_into, read_checkpoint_info)
 from vtagml_core.model.vtagml import ModelConfig
 
 from .registry import build_model, effective_config, method_names
@@ -54,32 +50,9 @@ def load_model(folder: str | Path, config: ModelConfig | None = None, method: st
         if diffs:
             raise ValueError(f"checkpoint {folder} was made with another model config: "
                              + "; ".join(diffs[:MAX_LISTED]))
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found; the checkpoint folder is incomplete")
-    try:
-        tensors = load_file(str(weights), device=str(map_location))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise ValueError(f"{weights} is corrupt or truncated ({err}); it was not loaded") from err
-    # The file holds every backbone weight, so build the backbone without fetching timm's hub
-    # weights or reading the local weights file it was trained from (either may be missing on
-    # this machine); the stored config is kept on the model as it was.
-    build_cfg = copy.deepcopy(saved_cfg)
-    build_cfg.backbone.pretrained, build_cfg.backbone.weights = False, None
-    model = build_model(saved_method, build_cfg)
+    model = build_model(saved_method, build_config(saved_cfg))
     model.config = saved_cfg
-    histories = {prefix: (tensors.pop(prefix + "steps", None), tensors.pop(prefix + "mats", None))
-                 for prefix in history_prefixes(model)}
-    expected = model.state_dict()
-    problems = describe_mismatch(expected, tensors)
-    if problems:
-        raise ValueError(f"{weights} does not fit {saved_method!r} model tasks {model.tasks} with "
-                         f"{model.num_classes} classes: " + "; ".join(problems))
-    model.load_state_dict(tensors)
-    troas = history_prefixes(model)
-    for prefix, (steps, mats) in histories.items():
-        if steps is not None and mats is not None and steps.numel():
-            troas[prefix].load_history(steps, mats)
+    load_weights_into(model, folder, saved_method, map_location)
     return model.to(map_location)
 
 

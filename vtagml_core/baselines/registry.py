@@ -26,6 +26,9 @@ Methods (see :mod:`.simple` for what each one changes):
 - ``vanilla_mtl``: frozen backbone, per-task decoders, no adapters.
 - ``finetune_mtl``: trained backbone, per-task decoders, no adapters (fully fine-tuned MTL Swin).
 - ``mtformer``, ``demtg``, ``autotaskformer``: the peer systems (:mod:`.peers`, docs/settings.md, "The methods").
+- ``mtlora``, ``norm_only``: the parameter-efficient peers, pretrained weights frozen with a few
+  trained parameters inside the backbone: task-agnostic and task-specific LoRA (:mod:`.mtlora`),
+  per-task LayerNorms (:mod:`.norm_only`).
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ from torch import nn
 
 from vtagml_core.model.vtagml import VTAGML, ModelConfig
 
+from .mtlora import MTLoRA, mtlora_config
+from .norm_only import NormOnlyMTL, norm_only_config
 from .simple import (
     AdapterFreeMTL,
     SingleTaskVTAGML,
@@ -86,6 +91,10 @@ METHODS: dict[str, Builder] = {
                "frozen backbone, per-task decoders, no adapters"),
         Method("finetune_mtl", finetune_mtl_config, AdapterFreeMTL,
                "fully fine-tuned MTL Swin: trained backbone, per-task decoders, no adapters"),
+        Method("mtlora", mtlora_config, MTLoRA,
+               "MTLoRA (CVPR 2024): task-agnostic + task-specific LoRA in the frozen Swin, per-task decoders"),
+        Method("norm_only", norm_only_config, NormOnlyMTL,
+               "per-task LayerNorm scales and shifts in the frozen backbone, per-task decoders"),
     )
 }
 
@@ -109,7 +118,11 @@ def _register_peers() -> None:
 #: its model changes in a way its config does not record.
 #:
 #: - peers, revision 1: :class:`~.common.FullResHeads` gained its two GroupNorms (HEAD_NORM).
-METHOD_REVISIONS: dict[str, int] = {"mtformer": 1, "demtg": 1, "autotaskformer": 1}
+#: - mtlora, norm_only, revision 1: their first version. MTLoRA's options
+#:   (:class:`~.mtlora.MTLoRAConfig`: ranks, alphas, targets) are not fields of the model config,
+#:   so a change to their defaults must bump mtlora's revision.
+METHOD_REVISIONS: dict[str, int] = {"mtformer": 1, "demtg": 1, "autotaskformer": 1,
+                                    "mtlora": 1, "norm_only": 1}
 
 
 def method_revision(method: str) -> int:

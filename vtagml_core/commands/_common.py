@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vtagml_core.train.config import KitConfig, load_kit_config, preset_names
 
@@ -12,6 +13,19 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a file of configs/presets: smoke (tests), quick (CPU, minutes), paper (Swin-B V2 256px, GPU)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config field, e.g. model.adapter.tsn=false")
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """``--store DIR``: the run store (default ``$VTAGML_RUNS``, else ``~/.cache/vtagml/runs``)."""
+    parser.add_argument("--store", type=Path, default=None,
+                        help="the run store that trained runs live in (default: $VTAGML_RUNS, "
+                             "else ~/.cache/vtagml/runs); shared by the CLI, notebooks and demo")
+
+
+def store_from_args(args: argparse.Namespace) -> Path:
+    from vtagml_core.experiments.runs import default_store
+
+    return args.store if args.store is not None else default_store()
 
 
 def config_from_args(args: argparse.Namespace) -> KitConfig:

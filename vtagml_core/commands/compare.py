@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import add_config_arguments
+from ._common import add_config_arguments, add_store_argument, store_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--balancer", default="equal", choices=list(BALANCERS),
                         help="loss balancer of the multitask runs (default: equal)")
     parser.add_argument("--runs", type=Path, default=Path("runs"),
-                        help="settings root: trained runs and setting_results/ (default: runs)")
+                        help="where the results go: <runs>/setting_results/ (default: runs)")
+    add_store_argument(parser)
     parser.add_argument("--settings-config", type=Path, default=None,
                         help="settings YAML (default: configs/settings/<preset>.yaml)")
     parser.add_argument("--settings-set", dest="settings_overrides", action="append", default=[],
@@ -46,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     ctx = build_context(args.preset, args.config, args.overrides, args.seeds, args.runs,
-                        args.settings_config, args.settings_overrides, methods)
+                        args.settings_config, args.settings_overrides, methods,
+                        store=store_from_args(args))
     print(f"[compare] {args.tasks}: {', '.join(methods)}; balancer {args.balancer}; preset {ctx.preset}, "
-          f"seeds {ctx.seeds}, runs under {ctx.root}", flush=True)
+          f"seeds {ctx.seeds}, runs in {ctx.store}, results under {ctx.root}", flush=True)
     doc = run_compare(ctx, args.tasks, methods, args.balancer)
     js, md = write_compare(ctx, doc)
     print(compare_markdown(doc), flush=True)

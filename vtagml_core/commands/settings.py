@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import add_config_arguments
+from ._common import add_config_arguments, add_store_argument, store_from_args
 
 #: ``all`` runs every setting in this order (later settings reuse the MTL runs).
 ALL = "all"
@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="methods compared, comma-separated (default: the settings config's, "
                              "vtagml,vanilla_mtl)")
     parser.add_argument("--runs", type=Path, default=Path("runs"),
-                        help="settings root: trained runs and setting_results/ (default: runs)")
+                        help="where the results go: <runs>/setting_results/ (default: runs)")
+    add_store_argument(parser)
     parser.add_argument("--settings-config", type=Path, default=None,
                         help="settings YAML (default: configs/settings/<preset>.yaml)")
     parser.add_argument("--settings-set", dest="settings_overrides", action="append", default=[],
@@ -49,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     ctx = build_context(args.preset, args.config, args.overrides, args.seeds, args.runs,
-                        args.settings_config, args.settings_overrides, methods)
+                        args.settings_config, args.settings_overrides, methods,
+                        store=store_from_args(args))
     names = list(SETTINGS) if args.setting == ALL else [args.setting]
     times = {}
     for name in names:
-        print(f"[settings] {name}: preset {ctx.preset}, seeds {ctx.seeds}, runs under {ctx.root}",
+        print(f"[settings] {name}: preset {ctx.preset}, seeds {ctx.seeds}, runs in {ctx.store}, "
+              f"results under {ctx.root}",
               flush=True)
         t0 = time.perf_counter()
         doc = run_setting(name, ctx)

@@ -41,11 +41,12 @@ from vtagml_core.tasks import parse_tasks
 #: Default task set and methods of the comparison (issue 7, item 5).
 DEFAULT_TASKS: str = "S-D-N-E"
 DEFAULT_METHODS: tuple[str, ...] = ("vtagml", "vanilla_mtl", "finetune_mtl", "mtformer", "demtg",
-                                    "autotaskformer")
+                                    "autotaskformer", "mtlora", "norm_only")
 #: The balancer of the single-task references (they have one loss: nothing to balance).
 REFERENCE_BALANCER: str = "equal"
 #: Labels of the peer systems (the kit's own methods are in :data:`METHOD_LABELS`).
-PEER_LABELS: dict[str, str] = {"mtformer": "MTFormer", "demtg": "DeMTG", "autotaskformer": "AutoTaskFormer"}
+PEER_LABELS: dict[str, str] = {"mtformer": "MTFormer", "demtg": "DeMTG", "autotaskformer": "AutoTaskFormer",
+                               "mtlora": "MTLoRA", "norm_only": "per-task LayerNorms (norm only)"}
 #: Column keys of the cost columns.
 COST_KEYS: tuple[str, ...] = ("params/total", "params/trainable", "seconds_per_epoch")
 

@@ -1,4 +1,12 @@
-"""Trained runs, keyed by what determines their numbers: specs, keys, train-or-reuse.
+"""The run store: trained runs, keyed by what determines their numbers; train or reuse.
+
+**One store.** Every trained run of the kit lives in one folder, the run store: by default
+``$VTAGML_RUNS``, else ``runs/`` under the kit's cache directory (``~/.cache/vtagml/runs``,
+:func:`default_store`). The CLI (``train``, ``settings``, ``compare``, ``affinity``), ``make
+reproduce``, the notebooks (headless or in JupyterLab) and the demo's checkpoint list all use
+it, so a model trained by one is reused by the others: the same preset and seed resolve to the
+same key wherever they come from (``tests/test_architecture.py``). ``python -m vtagml_core runs``
+lists, exports and imports it (:mod:`vtagml_core.experiments.store_archive`).
 
 **Runs are keyed by what determines their numbers.** A training run's folder is
 ``<root>/runs/<method>-<key>``, ``key`` the first :data:`KEY_LENGTH` hex digits of the SHA-256 of
@@ -29,6 +37,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +50,16 @@ from vtagml_core import __version__
 from vtagml_core.config import to_dict
 from vtagml_core.train.config import KitConfig
 from vtagml_core.data.config import build_dataset
+from vtagml_core.model.checkpoint import BLOBS_DIR
 from vtagml_core.tasks import parse_tasks
 from vtagml_core.train.state import BEST_DIR, LAST_DIR, RESULTS_FILE, RESUME_MAY_DIFFER, STATE_FILE
 
 #: Hex digits of the SHA-256 kept in a run folder's name.
 KEY_LENGTH: int = 12
 #: Sub-folders of a settings root: trained runs, and the per-setting results.
-RUNS_SUBDIR, RESULTS_SUBDIR = "runs", "setting_results"
+RESULTS_SUBDIR: str = "setting_results"
+#: Environment variable naming the run store, and its folder under the cache root otherwise.
+STORE_ENV, STORE_SUBDIR = "VTAGML_RUNS", "runs"
 #: A run folder's record of its key payload and of the roles that used it.
 RUN_INFO_FILE: str = "run_key.json"
 #: Sub-folder of a run with cached evaluations on other splits/domains.
@@ -160,6 +172,8 @@ class RunSpec:
             must put all of its own inputs here.
         trainer_factory: builds the trainer (default :class:`~vtagml_core.train.trainer.Trainer`);
             called like it, e.g. the UDA setting's adversarial trainer.
+        preset: the preset the config came from, recorded with the run for ``runs list`` (not
+            part of the key: the config is).
     """
 
     role: str
@@ -170,6 +184,7 @@ class RunSpec:
     init_from: RunRecord | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     trainer_factory: Callable[..., Any] | None = None
+    preset: str | None = None
 
     @property
     def seed(self) -> int:
@@ -195,9 +210,17 @@ class RunSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
 
 
-def run_dir(root: str | Path, spec: RunSpec) -> Path:
-    """``<root>/runs/<method>-<key>`` of ``spec`` (see the module docstring)."""
-    return Path(root) / RUNS_SUBDIR / f"{spec.method}-{spec.key()}"
+def default_store() -> Path:
+    """The run store: ``$VTAGML_RUNS`` if set, else ``<cache root>/runs`` (module docstring)."""
+    from vtagml_core.data.cache import default_cache_root
+
+    env = os.environ.get(STORE_ENV)
+    return Path(env).expanduser() if env else default_cache_root() / STORE_SUBDIR
+
+
+def run_dir(store: str | Path, spec: RunSpec) -> Path:
+    """``<store>/<method>-<key>`` of ``spec`` (see the module docstring)."""
+    return Path(store) / f"{spec.method}-{spec.key()}"
 
 
 def is_complete(folder: Path) -> bool:
@@ -206,11 +229,17 @@ def is_complete(folder: Path) -> bool:
 
 
 def _record_role(folder: Path, spec: RunSpec) -> None:
+    """Add the spec's role (and preset) to the run's ``run_key.json`` (key and payload first)."""
     path = folder / RUN_INFO_FILE
     info = json.loads(path.read_text()) if path.is_file() else {"key": spec.key(),
                                                               "payload": spec.key_payload(), "roles": []}
-    if spec.role not in info["roles"]:
+    changed = spec.role not in info["roles"]
+    if changed:
         info["roles"].append(spec.role)
+    if spec.preset and spec.preset not in info.setdefault("presets", []):
+        info["presets"].append(spec.preset)
+        changed = True
+    if changed:
         path.write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -222,8 +251,12 @@ def _datasets(spec: RunSpec) -> dict[str, Any]:
                                      progress=spec.cfg.train.progress)}
 
 
-def train_or_reuse(spec: RunSpec, root: str | Path, log: Callable[[str], None] = print) -> RunRecord:
-    """The finished run of ``spec`` under ``root``: reused, resumed or trained (module docstring).
+def train_or_reuse(spec: RunSpec, store: str | Path, log: Callable[[str], None] = print) -> RunRecord:
+    """The finished run of ``spec`` in ``store``: reused, resumed or trained (module docstring).
+
+    Says which: "found trained run <name>, reusing", or what it trains and about how long
+    (the estimate: the run's optimizer steps at the seconds per step of the store's runs of the
+    same method and image size, when there are any).
 
     Raises:
         CheckpointError: the run folder holds checkpoints but no ``state.pt`` (it cannot be
@@ -233,25 +266,27 @@ def train_or_reuse(spec: RunSpec, root: str | Path, log: Callable[[str], None] =
     from vtagml_core.train.state import CheckpointError
     from vtagml_core.train.trainer import Trainer
 
-    folder = run_dir(root, spec)
+    folder = run_dir(store, spec)
     seconds, trained = 0.0, False
     # One writer per run: a second process that needs the same run waits for the first, then
     # reuses what it trained (RunLock is re-entrant, so the trainer takes it again inside).
     lock = RunLock(folder, log).acquire(wait=True)
     try:
         if is_complete(folder):
-            log(f"  reuse  {spec.role} (seed {spec.seed}): {folder}")
+            log(f"  found trained run {folder.name} ({spec.role}, seed {spec.seed}), reusing")
         else:
             resume = (folder / STATE_FILE).is_file()
             if not resume and ((folder / LAST_DIR).exists() or (folder / BEST_DIR).exists()):
                 raise CheckpointError(f"{folder} holds model folders but no {STATE_FILE}, so it can "
                                       "be neither reused nor resumed; delete the folder and run again")
-            log(f"  {'resume' if resume else 'train'} {spec.role} (seed {spec.seed}): {folder}")
+            log(f"  {'resume' if resume else 'train'} {spec.role} (seed {spec.seed}): {folder}"
+                f"{estimate_text(spec, store)}")
             factory = spec.trainer_factory or Trainer
             t0 = time.perf_counter()
             trainer = factory(spec.cfg, folder, method=spec.method, loss_tasks=spec.loss_tasks,
                               init_from=spec.init_from.best_dir if spec.init_from else None,
-                              resume=resume, log=log, **_datasets(spec))
+                              resume=resume, log=log, backbone_store=Path(store) / BLOBS_DIR,
+                              **_datasets(spec))
             trainer.fit()
             seconds, trained = time.perf_counter() - t0, True
             log(f"         done in {seconds:.1f} s")
@@ -278,6 +313,38 @@ def with_changes(cfg: KitConfig, *, tasks: str | None = None, domain: str | None
     return out.validate()
 
 
-__all__ = ["KEY_LENGTH", "NON_KEY_FIELDS", "RESULTS_SUBDIR", "RUNS_SUBDIR", "RUN_INFO_FILE",
+def run_steps(cfg: KitConfig) -> int:
+    """Optimizer steps a run of ``cfg`` makes (one process): epochs x steps per epoch, capped."""
+    per_epoch = max(1, cfg.data.train_count // cfg.data.batch_size)
+    full = cfg.train.epochs * per_epoch
+    return min(full, cfg.train.max_steps) if cfg.train.max_steps else full
+
+
+def estimate_text(spec: RunSpec, store: str | Path) -> str:
+    """``", about N min (M steps at S s/step, measured on this store's runs)"`` or ``""``.
+
+    The rate is the median seconds per optimizer step of the finished runs in ``store`` of the
+    same method and image size (their ``results.json``): a measurement of this machine, not a
+    guess; with no such run there is no estimate.
+    """
+    rates = []
+    for results in Path(store).glob(f"{spec.method}-*/{RESULTS_FILE}"):
+        try:
+            data = json.loads(results.read_text())
+            cfg = json.loads((results.parent / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if data.get("steps") and cfg["data"]["size"] == spec.cfg.data.size:
+            rates.append(data["train_seconds"] / data["steps"])
+    if not rates:
+        return ""
+    rate = sorted(rates)[len(rates) // 2]
+    steps = run_steps(spec.cfg)
+    return (f", about {steps * rate / 60:.1f} min ({steps} steps at {rate:.2f} s/step, measured "
+            f"on {len(rates)} run(s) of this store)")
+
+
+__all__ = ["KEY_LENGTH", "NON_KEY_FIELDS", "RESULTS_SUBDIR", "RUN_INFO_FILE", "STORE_ENV",
+           "default_store", "estimate_text", "run_steps",
            "EVALS_SUBDIR", "RunRecord", "RunSpec", "file_digest", "is_complete", "key_config",
            "run_dir", "train_or_reuse", "with_changes"]

@@ -4,9 +4,19 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from .stats import CONFIDENCE, mean_ci
 
-def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "std", "min", "max", "n", "values"}`` of per-seed values (std: sample std, 0 for n=1).
+
+def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """One table cell from per-seed values (JSON-ready).
+
+    Keys: ``mean``; ``ci_low`` / ``ci_high``, the Student-t confidence interval of the mean at
+    ``confidence`` (``None`` for one value: no interval); ``confidence``; ``n``; ``std`` (sample
+    std, 0 for n = 1); ``min``, ``max``; ``values`` in seed order, so that two rows can be
+    compared seed by seed (:func:`vtagml_core.experiments.stats.paired_difference`).
+
+    A non-finite value (a diverged run) gives a non-finite mean and no interval, so that the
+    table shows it instead of hiding it.
 
     Raises:
         ValueError: no values.
@@ -14,10 +24,13 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
     vals = [float(v) for v in values]
     if not vals:
         raise ValueError("summarize needs at least one value (one per seed)")
-    mean = sum(vals) / len(vals)
-    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
-    return {"mean": mean, "std": math.sqrt(var), "min": min(vals), "max": max(vals), "n": len(vals),
-            "values": vals}
+    if all(math.isfinite(v) for v in vals):
+        ci = mean_ci(vals, confidence)
+        mean, low, high, std = ci.mean, ci.low, ci.high, ci.std
+    else:
+        mean, low, high, std = sum(vals) / len(vals), None, None, float("nan")
+    return {"mean": mean, "ci_low": low, "ci_high": high, "confidence": confidence,
+            "n": len(vals), "std": std, "min": min(vals), "max": max(vals), "values": vals}
 
 
 def aggregate_metrics(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:

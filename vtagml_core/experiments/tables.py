@@ -6,25 +6,32 @@ Input: the results documents the settings write (``<runs>/setting_results/<setti
 split, resolution, backbone, seeds). Output per setting:
 
 1. a header saying what was measured where (dataset, split, resolution, backbone, seed count);
-2. the measured table: one cell ``mean`` or ``mean ± std`` (several seeds); the best value of
-   each column among the ``method`` rows in bold (the paper's convention) when there are two or
-   more; reference and trivial rows in italics;
-3. the setting's notes and its wall time;
-4. **in a separate, labelled block**, the paper's own rows for that table
+2. the measured table: every cell the mean over seeds, ``± `` the half-width of its 95 %
+   Student-t confidence interval, and ``n`` (:mod:`vtagml_core.experiments.stats`); reference
+   and trivial rows in italics. The best ``method`` row of a column is bold **only** when its
+   paired per-seed difference to every other method row has an interval that excludes zero
+   (one seed: never bold, "n = 1, no interval");
+3. the paired differences to VTAGML: for each other row, ``VTAGML - row`` seed by seed with its
+   interval, bold where the interval excludes zero;
+4. the setting's notes and its wall time;
+5. **in a separate, labelled block**, the paper's own rows for that table
    (:mod:`vtagml_core.experiments.paper_numbers`): real datasets and a Swin-B backbone, for orientation,
    not comparison.
 
 Number formats (:data:`FORMATS`): mIoU, odsF and other fractions as percent with 2 decimals (as
 the paper prints them), depth RMSE with 3 decimals, angles with 2, delta_m signed, parameters in
-millions, seconds with 2 decimals.
+millions, seconds with 2 decimals. Parameter counts are exact (:data:`EXACT_METRICS`): no n,
+no interval, never bold.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
 from vtagml_core.metrics.multitask import FRACTION_METRICS
+from vtagml_core.experiments.stats import BETTER, CONFIDENCE, Comparison, Interval, compare, mean_ci
 from vtagml_core.experiments.paper_numbers import NOT_IN_MAIN_TEXT, PAPER_CONDITIONS, PaperTable, paper_tables
 
 #: Paper table of each setting, in the paper's order.
@@ -41,6 +48,12 @@ PERCENT_FORMAT: tuple[float, int, bool] = (100.0, 2, False)
 DEFAULT_FORMAT: tuple[float, int, bool] = (1.0, 4, False)
 #: Text of an empty cell.
 EMPTY = "—"
+#: Metrics that are counts, not measurements: printed plainly, never compared or bold.
+EXACT_METRICS: tuple[str, ...] = ("params",)
+#: Method of the row every other row is compared with, and (ablations) its stand-in.
+REFERENCE_METHODS: tuple[str, ...] = ("vtagml", "full")
+#: Row kinds left out of the paired differences (fitted once, no seeds).
+UNPAIRED_KINDS: tuple[str, ...] = ("trivial",)
 #: Pixels per plotly table row, and per table header/title.
 ROW_PX, TABLE_PAD_PX = 28, 90
 
@@ -56,15 +69,43 @@ def format_value(value: float, metric: str) -> str:
     return f"{value * scale:{'+' if signed else ''}.{digits}f}"
 
 
+def cell_interval(stat: dict[str, Any], confidence: float = CONFIDENCE) -> Interval:
+    """The confidence interval of a cell, from its per-seed ``values`` (older documents without
+    them: the mean alone, no interval)."""
+    values = stat.get("values")
+    if values:
+        return mean_ci(values, confidence)
+    return Interval(float(stat["mean"]), None, None, int(stat.get("n", 1)), float(stat.get("std", 0.0)))
+
+
+def _finite(stat: dict[str, Any]) -> bool:
+    return all(math.isfinite(float(v)) for v in stat.get("values") or [stat["mean"]])
+
+
 def format_cell(stat: dict[str, Any] | None, metric: str) -> str:
-    """``"52.46"`` for one seed, ``"52.46 ± 1.20"`` for several, :data:`EMPTY` for no value."""
+    """``"52.46 ± 2.98 (n=3)"`` (± the half-width of the 95 % t interval), ``"52.46 (n=1)"`` for
+    one seed, a count as it is (:data:`EXACT_METRICS`), :data:`EMPTY` for no value."""
     if stat is None:
         return EMPTY
     text = format_value(stat["mean"], metric)
-    if stat.get("n", 1) > 1:
+    if metric in EXACT_METRICS:
+        return text
+    if not _finite(stat):
+        return f"{text} (n={stat.get('n', 1)}, not finite)"
+    ci = cell_interval(stat)
+    if ci.has_interval:
         scale, digits, _ = metric_format(metric)
-        text += f" ± {stat['std'] * scale:.{digits}f}"
-    return text
+        text += f" ± {ci.half_width * scale:.{digits}f}"
+    return f"{text} (n={ci.n})"
+
+
+def format_difference(diff: Interval, metric: str) -> str:
+    """A paired difference: ``"+1.20 [+0.40, +2.00] (n=3)"``, or ``"+1.20 (n = 1, no interval)"``."""
+    scale, digits, _ = metric_format(metric)
+    text = f"{diff.mean * scale:+.{digits}f}"
+    if not diff.has_interval:
+        return f"{text} ({diff.n_text()})"
+    return f"{text} [{diff.low * scale:+.{digits}f}, {diff.high * scale:+.{digits}f}] (n={diff.n})"
 
 
 def markdown_table(header: list[str], body: list[list[str]], align: list[str] | None = None) -> str:
@@ -75,21 +116,104 @@ def markdown_table(header: list[str], body: list[list[str]], align: list[str] | 
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def ranked_columns(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Columns with a direction whose values are measurements (not counts)."""
+    return [c for c in doc["columns"]
+            if c.get("lower_is_better") is not None and c["metric"] not in EXACT_METRICS]
+
+
+def compare_cells(a: dict[str, Any] | None, b: dict[str, Any] | None,
+                  lower_is_better: bool) -> Comparison | None:
+    """Cell ``a`` against cell ``b``, seed by seed; ``None`` when they cannot be paired (a cell
+    is missing, has no per-seed values, a different number of them, or a non-finite one)."""
+    if a is None or b is None or not a.get("values") or not b.get("values"):
+        return None
+    if len(a["values"]) != len(b["values"]) or not (_finite(a) and _finite(b)):
+        return None
+    return compare(a["values"], b["values"], lower_is_better)
+
+
 def best_rows(doc: dict[str, Any]) -> dict[str, int]:
-    """Column key -> index of the best ``method`` row (only with two or more method rows)."""
+    """Column key -> index of the ``method`` row to print in bold.
+
+    A column's best method row (by mean) is bold only when, seed by seed, it is measurably
+    better than every other method row with a value there: each paired difference has an
+    interval that excludes zero. One seed gives no interval, so nothing is bold.
+    """
     methods = [i for i, r in enumerate(doc["rows"]) if r["kind"] == "method"]
     best: dict[str, int] = {}
     if len(methods) < 2:
         return best
-    for col in doc["columns"]:
-        lower = col.get("lower_is_better")
-        if lower is None:
+    for col in ranked_columns(doc):
+        key, lower = col["key"], bool(col["lower_is_better"])
+        present = [i for i in methods if key in doc["rows"][i]["cells"]]
+        if len(present) < 2:
             continue
-        scored = [(doc["rows"][i]["cells"][col["key"]]["mean"], i) for i in methods
-                  if col["key"] in doc["rows"][i]["cells"]]
-        if len(scored) >= 2:
-            best[col["key"]] = (min(scored) if lower else max(scored))[1]
+        top = (min if lower else max)(present, key=lambda i: doc["rows"][i]["cells"][key]["mean"])
+        verdicts = [compare_cells(doc["rows"][top]["cells"][key], doc["rows"][i]["cells"][key], lower)
+                    for i in present if i != top]
+        if all(v is not None and v.verdict == BETTER for v in verdicts):
+            best[key] = top
     return best
+
+
+def reference_row(doc: dict[str, Any]) -> int | None:
+    """Index of the row every other row is compared with: VTAGML's ``method`` row (or the full
+    model of the ablations); ``None`` when the document has none."""
+    for method in REFERENCE_METHODS:
+        for i, r in enumerate(doc["rows"]):
+            if r["method"] == method and r["kind"] == "method":
+                return i
+    return None
+
+
+def differences_to_reference(doc: dict[str, Any]) -> list[tuple[int, dict[str, Comparison | None]]]:
+    """For every row but the reference and the unpaired kinds: ``(row index, {column key:
+    Comparison of the reference against the row, or None})`` over the ranked columns."""
+    ref = reference_row(doc)
+    if ref is None:
+        return []
+    cols = ranked_columns(doc)
+    out = []
+    for i, r in enumerate(doc["rows"]):
+        if i == ref or r["kind"] in UNPAIRED_KINDS:
+            continue
+        out.append((i, {c["key"]: compare_cells(doc["rows"][ref]["cells"].get(c["key"]),
+                                                r["cells"].get(c["key"]), bool(c["lower_is_better"]))
+                        for c in cols}))
+    return out
+
+
+def difference_lines(doc: dict[str, Any]) -> list[str]:
+    """Markdown lines of the paired differences ``reference - row`` (empty without a reference
+    row or another row to compare)."""
+    ref = reference_row(doc)
+    diffs = differences_to_reference(doc)
+    cols = ranked_columns(doc)
+    if ref is None or not diffs or not cols:
+        return []
+    name = doc["rows"][ref]["label"]
+    body = []
+    for i, comps in diffs:
+        cells = [doc["rows"][i]["label"]]
+        for c in cols:
+            comp = comps[c["key"]]
+            if comp is None:
+                cells.append(EMPTY)
+                continue
+            text = format_difference(comp.difference, c["metric"])
+            cells.append(f"**{text}**" if comp.significant else text)
+        body.append(cells)
+    ns = {comp.n for _, comps in diffs for comp in comps.values() if comp is not None}
+    caveat = (" With n = 1 there is no interval: no difference can be told from seed noise, so none "
+              "is bold." if ns == {1} else "")
+    return [f"#### Paired differences: {name} minus each row, seed by seed", "",
+            f"Mean of the per-seed differences with its {CONFIDENCE:.0%} Student-t interval; "
+            "↑ columns: positive = "
+            f"{name} higher (better), ↓ columns: negative = {name} lower (better). **Bold**: the "
+            f"interval excludes zero, a measurable difference.{caveat} {EMPTY}: not paired (a "
+            "missing value or a different number of seeds).", "",
+            markdown_table(["Row", *[c["label"] for c in cols]], body), ""]
 
 
 def measured_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -100,12 +224,26 @@ def measured_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def cell_counts(doc: dict[str, Any]) -> set[int]:
+    """The ``n`` of every measured cell of a document (counts left out)."""
+    metric = {c["key"]: c["metric"] for c in doc["columns"]}
+    return {int(cell.get("n", 1)) for r in doc["rows"] for key, cell in r["cells"].items()
+            if metric.get(key) not in EXACT_METRICS}
+
+
 def where_line(doc: dict[str, Any]) -> str:
+    """The provenance line: dataset, split, resolution, backbone, seeds, preset, what a cell is."""
     w = doc["where"]
     seeds = w.get("seeds", [])
+    if max(cell_counts(doc), default=1) > 1:
+        spread = (f"; cells: mean ± half-width of its {CONFIDENCE:.0%} Student-t confidence "
+                  "interval, and n, the values behind the mean (seeds; timed steps in Table 6)")
+    else:
+        spread = ("; every cell is one value (n=1): with no interval, no difference between rows "
+                  "can be told from seed noise, so nothing is bold")
     return (f"Measured on **{w['dataset']}**, split {w['split']}, resolution {w['resolution']}, "
             f"backbone {w['backbone']}, {len(seeds)} seed(s) {seeds}, preset `{doc['preset']}`"
-            + ("; cells are mean ± std over seeds." if len(seeds) > 1 else "."))
+            + spread + ".")
 
 
 def paper_value(value: float | str | None, decimals: int) -> str:
@@ -136,8 +274,9 @@ def paper_block(setting: str) -> str:
 
 
 def measured_section(doc: dict[str, Any], title: str) -> list[str]:
-    """Markdown lines of a measured results document: title, provenance line, the table (best
-    value per column in bold, reference rows in italics), notes, and how many runs were reused."""
+    """Markdown lines of a measured results document: title, provenance line, the table (a best
+    value in bold only where it is measurably best, reference rows in italics), the paired
+    differences to VTAGML, notes, and how many runs were reused."""
     header, body = measured_rows(doc)
     best = best_rows(doc)
     keys = [c["key"] for c in doc["columns"]]
@@ -150,6 +289,7 @@ def measured_section(doc: dict[str, Any], title: str) -> list[str]:
     runs = doc.get("runs", [])
     trained = sum(1 for r in runs if not r["reused"])
     lines = [f"### {title}", "", where_line(doc), "", markdown_table(header, body), ""]
+    lines += difference_lines(doc)
     lines += [f"- {n}" for n in doc.get("notes", [])]
     lines += ["", f"Wall time {doc['wall_seconds']:.1f} s; runs used {len(runs)} ({trained} trained "
                   f"now, {len(runs) - trained} reused)."]
@@ -230,6 +370,7 @@ def write_tables(results_dir: str | Path, out: str | Path) -> tuple[Path, Path]:
     return md, html
 
 
-__all__ = ["FORMATS", "TABLE_OF", "best_rows", "collect", "format_cell", "format_value",
-           "markdown_table", "paper_block", "paper_markdown", "paper_value", "setting_figure", "setting_markdown",
+__all__ = ["EXACT_METRICS", "FORMATS", "TABLE_OF", "best_rows", "cell_interval", "collect", "compare_cells",
+           "difference_lines", "differences_to_reference", "format_cell", "format_difference", "format_value",
+           "markdown_table", "ranked_columns", "reference_row", "paper_block", "paper_markdown", "paper_value", "setting_figure", "setting_markdown",
            "tables_markdown", "write_tables"]

@@ -62,9 +62,20 @@ class AdapterConfig:
         affinity_source: ``"troa"`` (omega rows condition the adapters) or ``"embedding"``
             (official code: a learned task embedding; TROA not used).
         embed_dim: task-embedding length for ``affinity_source="embedding"``.
-        tsn: Task-Scaled Normalization on (off = the fixed backbone LayerNorm).
+        num_heads: the paper states M = 24 (stage 3) and 48 (stage 4) heads, which do not divide
+            Swin-B's 512 and 1024 channels; None keeps the backbone's own heads (8/16 for the
+            tiny backbone, 16/32 for Swin-B V2, 32 channels per head; docs/method.md, entry 10).
+        tsn: Task-Scaled Normalization on. Off (ablation): the FFN residual ``omega~_t`` goes
+            through the tapped block's fixed LayerNorm (TSN's own starting point), so the FFN
+            still shapes the output and only the task scaling is removed.
         troa: TROA updates on (off = omega stays uniform).
         kappa, sign: TROA mirror-descent step and sign (see :mod:`.troa`).
+        troa_every: update omega once every this many optimizer steps, from the mean similarity
+            of those steps (Algorithm 1's "a few steps of Adam" between updates); 1 = every step.
+        weighted_objective: train on Algorithm 1's weighted objective
+            ``sum_t sum_n omega[t, n] lambda_n L_n(decoder_n(stream_t))`` instead of
+            ``sum_t lambda_t L_t`` (see :mod:`.troa`; N x N decoder passes per training step).
+            Needs TROA's omega (``affinity_source="troa"``); with TROA off it changes nothing.
         a_init_std: std of the random init of TAA's A.
         qkv_bias: bias in TAA's q/k/v projection.
         taa_fused: TAA computes Eq. 2 with one fused ``scaled_dot_product_attention`` call
@@ -86,6 +97,8 @@ class AdapterConfig:
     troa: bool = True
     kappa: float = 1.0
     sign: float = 1.0
+    troa_every: int = 1
+    weighted_objective: bool = False
     a_init_std: float = 0.02
     qkv_bias: bool = True
     taa_fused: bool = True
@@ -107,6 +120,16 @@ class AdapterConfig:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         if self.embed_dim < 1 or self.window_size < 1:
             raise ValueError("embed_dim and window_size must be >= 1")
+        if self.troa_every < 1:
+            raise ValueError(
+                f"troa_every must be >= 1 optimizer steps between omega updates, got "
+                f"{self.troa_every}; 1 updates omega every step")
+        if self.weighted_objective and (self.affinity_source != "troa" or not self.enabled):
+            raise ValueError(
+                "weighted_objective weights each stream's losses by TROA's omega, which needs "
+                "model.adapter.enabled=true and affinity_source='troa' (got enabled="
+                f"{self.enabled}, affinity_source={self.affinity_source!r}); set "
+                "model.adapter.weighted_objective=false")
 
 
 class VisionAdapter(nn.Module):
@@ -146,6 +169,7 @@ class VisionAdapter(nn.Module):
             num_tasks, config.kappa, config.sign,
             enabled=config.troa and not use_embedding and config.enabled,
             history_every=config.history_every, history_max=config.history_max,
+            every=config.troa_every,
         )
         self.task_embedding = nn.Embedding(num_tasks, config.embed_dim) if use_embedding else None
         cond_dim = config.embed_dim if use_embedding else num_tasks
@@ -167,6 +191,7 @@ class VisionAdapter(nn.Module):
                         self.tap_channels[i - 1], self.tap_grids[i - 1], c, g))
         self._leaves: list[Tensor] | None = None
         self._tracked_ids: list[int] | None = None
+        self._leaf_weights: Tensor | None = None
 
     @property
     def stage_ends(self) -> list[int]:
@@ -200,15 +225,21 @@ class VisionAdapter(nn.Module):
                 f"omega must be (T, {self.num_tasks}) affinity rows, got {tuple(omega.shape)}")
         return omega
 
-    def _stream_inputs(self, taps: Sequence[Tensor], T: int, track: bool) -> list[Tensor]:
+    def _stream_inputs(self, taps: Sequence[Tensor], T: int, track: bool,
+                       tracked: int | None = None) -> list[Tensor]:
         """Broadcast each shared tap ``(B, h, w, C)`` to T streams ``(T, B, h, w, C)``.
 
         The backbone is frozen, so taps are detached. With ``track`` every stream gets its own
-        leaf copy (see the module docstring); otherwise a zero-copy expanded view.
+        leaf copy (see the module docstring); otherwise a zero-copy expanded view. ``tracked = k``
+        gives leaf copies to the first k streams only (the weighted objective's extra streams,
+        which TROA does not read, stay views).
         """
         if len(taps) != len(self.tap_channels):
             raise ValueError(f"expected {len(self.tap_channels)} taps, got {len(taps)}")
-        streams = []
+        k = T if tracked is None else tracked
+        if track and not 0 < k <= T:
+            raise ValueError(f"tracked must be between 1 and the {T} streams, got {tracked}")
+        streams, leaves = [], []
         for i, tap in enumerate(taps):
             want = (*self.tap_grids[i], self.tap_channels[i])
             if tap.dim() != 4 or tuple(tap.shape[1:]) != want:
@@ -217,18 +248,23 @@ class VisionAdapter(nn.Module):
                     f"{tuple(tap.shape)}; permute NCHW features with .permute(0, 2, 3, 1)"
                 )
             shared = tap.detach().unsqueeze(0).expand(T, *tap.shape)
-            streams.append(shared.clone().requires_grad_(True) if track else shared)
-        self._leaves = streams if track else None
+            if not track:
+                streams.append(shared)
+                continue
+            leaf = shared[:k].clone().requires_grad_(True)       # theta_t, one per tracked stream
+            leaves.append(leaf)
+            streams.append(leaf if k == T else torch.cat([leaf, shared[k:]]))
+        self._leaves = leaves if track else None
         return streams
 
-    def _remember_ids(self, task_ids: Tensor | None, track: bool) -> None:
+    def _remember_ids(self, task_ids: Tensor | None, track: bool, tracked: int | None = None) -> None:
         """Note which tasks the tracked streams were, so TROA can check their order."""
         if not track:
             self._tracked_ids = None
         elif task_ids is None:
             self._tracked_ids = list(range(self.num_tasks))
         else:
-            self._tracked_ids = task_ids.reshape(-1).tolist()
+            self._tracked_ids = task_ids.reshape(-1).tolist()[:tracked]
 
     def run_layers(self, streams: Sequence[Tensor], cond: Tensor) -> list[Tensor]:
         """Chain the adapter layers over per-stream taps ``(T, B, h, w, C)`` with ``cond``.
@@ -252,6 +288,8 @@ class VisionAdapter(nn.Module):
         omega: Tensor | None = None,
         track_task_grads: bool = False,
         task_ids: Tensor | Sequence[int] | None = None,
+        tracked: int | None = None,
+        leaf_weights: Tensor | None = None,
     ) -> list[Tensor]:
         """Adapter outputs for every task stream.
 
@@ -261,6 +299,14 @@ class VisionAdapter(nn.Module):
             track_task_grads: keep per-task leaf copies of the taps so that, after the
                 backward, :meth:`task_gradients` returns every task's gradient.
             task_ids: which tasks the T streams are (default: all N in order).
+            tracked: with ``track_task_grads``, only the first ``tracked`` streams get leaf
+                copies (default: all T). The weighted objective runs 2N streams and tracks the
+                first N (:class:`~vtagml_core.model.vtagml.VTAGML`).
+            leaf_weights: ``(tracked,)`` positive weight with which each tracked stream's own
+                loss enters the objective (``omega[t, t]`` under the weighted objective);
+                :meth:`task_gradients` divides it out, so that a tiny weight cannot push a
+                gradient under the zero threshold of the cosine. Default: none (the
+                lambda_t of the default objective stay in, as before).
 
         Returns:
             One ``(T, B, h_l, w_l, C_l)`` tensor per layer; the decoder reads
@@ -268,14 +314,17 @@ class VisionAdapter(nn.Module):
         """
         ids = None if task_ids is None else torch.as_tensor(task_ids)
         cond = self.condition(omega, ids)
-        streams = self._stream_inputs(taps, cond.shape[0], track_task_grads)
-        self._remember_ids(ids, track_task_grads)
+        streams = self._stream_inputs(taps, cond.shape[0], track_task_grads, tracked)
+        self._remember_ids(ids, track_task_grads, tracked)
+        self._leaf_weights = None if not track_task_grads or leaf_weights is None else (
+            leaf_weights.detach().reshape(-1, 1).clone())
         return self.run_layers(streams, cond)
 
     def task_gradients(self) -> Tensor:
         """``(T, D)`` per-task gradients w.r.t. the taps, concatenated over all taps.
 
-        Row t is ``lambda_t * dL_t / dtheta`` flattened (D = sum over taps of B*h*w*C).
+        Row t is ``lambda_t * dL_t / dtheta`` flattened (D = sum over taps of B*h*w*C), divided
+        by the forward's ``leaf_weights`` when it had them. T = the tracked streams.
 
         Raises:
             RuntimeError: without a ``track_task_grads=True`` forward followed by backward.
@@ -291,7 +340,10 @@ class VisionAdapter(nn.Module):
                 "after forward(..., track_task_grads=True) and before task_gradients()"
             )
         T = self._leaves[0].shape[0]
-        return torch.cat([leaf.grad.reshape(T, -1) for leaf in self._leaves], dim=1)
+        grads = torch.cat([leaf.grad.reshape(T, -1) for leaf in self._leaves], dim=1)
+        if self._leaf_weights is not None:
+            grads = grads / self._leaf_weights.to(grads)   # omega[t, t] lambda_t g_t -> lambda_t g_t
+        return grads
 
     def update_affinity(self) -> Tensor | None:
         """TROA step from the tracked gradients; returns ``sim (N, N)``, None if TROA is off."""

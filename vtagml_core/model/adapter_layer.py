@@ -23,7 +23,7 @@ class AdapterParts(NamedTuple):
 
     a: Tensor            # after the attention residual
     omega_tilde: Tensor  # after the FFN residual
-    out: Tensor          # TSN_t(a, omega_tilde)
+    out: Tensor          # TSN_t(a, omega_tilde); with TSN off, LN(omega_tilde)
 
 
 class AdapterLayer(nn.Module):
@@ -39,7 +39,8 @@ class AdapterLayer(nn.Module):
             :class:`.taa.TaskAdaptedAttention`.
         taa_fused: TAA's ``fused`` switch (fused SDPA; False = always the readable Eq. 2 path).
         cond_dim: conditioning length (N for omega rows, E for task embeddings).
-        tsn_enabled: False = fixed LayerNorm instead of TSN.
+        tsn_enabled: False = the TSN-off ablation: the output is the tapped block's fixed
+            LayerNorm of the FFN residual, ``LN(omega~_t)`` (see :meth:`parts`).
     """
 
     def __init__(
@@ -73,10 +74,22 @@ class AdapterLayer(nn.Module):
         self.tsn = TaskScaledNorm(dim, ln_weight, ln_bias, enabled=tsn_enabled)
 
     def parts(self, x: Tensor, cond: Tensor) -> AdapterParts:
-        """Run the layer on ``x (T, B, L, C)`` with ``cond (T, cond_dim)``, keep intermediates."""
-        a = x + self.taa(self.norm_attn(x), cond)
-        omega_tilde = a + self.ffn(self.norm_ffn(a))
-        return AdapterParts(a, omega_tilde, self.tsn(a, omega_tilde))
+        """Run the layer on ``x (T, B, L, C)`` with ``cond (T, cond_dim)``, keep intermediates.
+
+        With TSN (Eq. 4) the output normalises ``a_t`` and the FFN acts through the modulation
+        by ``omega~_t``. Without TSN there is no modulation for the FFN to act through, so the
+        ablation normalises ``omega~_t`` itself with the tapped block's fixed LayerNorm (TSN's
+        starting point): the FFN keeps its effect and its gradient, and the ablation removes the
+        task scaling only. (Normalising ``a_t`` there would discard the FFN's output: its
+        parameters would count as trainable but never receive a gradient.)
+        """
+        a = x + self.taa(self.norm_attn(x), cond)                 # a_t = x + TAA(LN(x), omega_t)
+        omega_tilde = a + self.ffn(self.norm_ffn(a))              # omega~_t = a_t + FFN(LN(a_t))
+        if self.tsn.enabled:
+            out = self.tsn(a, omega_tilde)                        # TSN_t(a_t, omega~_t), Eq. 4
+        else:
+            out = self.tsn(omega_tilde, None)                     # LN(omega~_t), weights fixed
+        return AdapterParts(a, omega_tilde, out)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         """``(T, B, L, C) -> (T, B, L, C)``."""

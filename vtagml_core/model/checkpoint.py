@@ -19,6 +19,8 @@ that the file's method, tasks, classes and tensor shapes fit the config, and say
 from __future__ import annotations
 
 
+import copy
+import hashlib
 import json
 import os
 import tempfile
@@ -26,18 +28,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vtagml_core import __version__
 from vtagml_core.config import ConfigError, from_dict, to_dict
 
 from .troa import TROA
-from .vtagml import ModelConfig
+from .config import ModelConfig
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 HISTORY_PREFIX = "troa_history."
+#: Content-addressed frozen backbones of a run store: ``<store>/backbones/<sha256>.safetensors``,
+#: named in a model folder's config.json under ``backbone_blob``.
+BLOBS_DIR, BLOB_SUFFIX, BLOB_KEY = "backbones", ".safetensors", "backbone_blob"
+#: Key prefix of the backbone in every kit model's state dict.
+FROZEN_PREFIX: str = "backbone."
 #: Method of a checkpoint whose config.json predates the "method" key.
 LEGACY_METHOD = "vtagml"
 #: Module path of VTAGML's TROA; its history keeps the short prefix ``troa_history.`` (older
@@ -65,11 +73,80 @@ def history_prefixes(model: nn.Module) -> dict[str, TROA]:
             for path, module in model.named_modules() if isinstance(module, TROA)}
 
 
-def save_model(model: nn.Module, folder: str | Path, meta: dict | None = None) -> Path:
+def frozen_backbone_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the frozen backbone: ``backbone.*`` tensors that never train.
+
+    Empty when the model has no frozen backbone (the fine-tuned MTL Swin). A trainable tensor
+    inside the backbone (a LoRA factor, a per-task norm) is not among them.
+    """
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        return set()
+    frozen = getattr(backbone, "frozen", None)
+    if frozen is None:
+        frozen = not any(p.requires_grad for p in backbone.parameters())
+    if not frozen:
+        return set()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k for k in model.state_dict() if k.startswith(FROZEN_PREFIX) and k not in trainable}
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def write_backbone_blob(tensors: dict[str, torch.Tensor], blobs: str | Path) -> str:
+    """Store frozen backbone weights once, content-addressed: ``<blobs>/<sha256>.safetensors``.
+
+    Returns the digest; a blob that exists already is not written again (every run on the same
+    frozen backbone points to the same file).
+    """
+    blobs = Path(blobs)
+    digest = tensors_digest(tensors)
+    path = blobs / f"{digest}{BLOB_SUFFIX}"
+    if not path.is_file():
+        blobs.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)))
+    return digest
+
+
+def find_backbone_blob(folder: str | Path, digest: str) -> Path:
+    """The blob of a model folder saved with ``backbone_store``: ``backbones/`` next to the run
+    (``<store>/<run>/best`` -> ``<store>/backbones``) or next to the folder.
+
+    Raises:
+        FileNotFoundError: the blob is in neither place (names both and what to do).
+    """
+    folder = Path(folder).resolve()
+    places = [folder.parent.parent / BLOBS_DIR, folder.parent / BLOBS_DIR]
+    for place in places:
+        path = place / f"{digest}{BLOB_SUFFIX}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"{folder} keeps its frozen backbone in the run store's {BLOBS_DIR}/{digest[:12]}...; it is "
+        f"not in {places[0]} or {places[1]}. Move run folders with `python -m vtagml_core runs "
+        "export/import` (which carry the backbone), or save a self-contained copy with "
+        "model.save_pretrained(...)")
+
+
+def save_model(model: nn.Module, folder: str | Path, meta: dict | None = None,
+               backbone_store: str | Path | None = None) -> Path:
     """Save ``model`` as ``folder/model.safetensors`` + ``folder/config.json``; returns folder.
 
     ``model`` is any method of the registry: it has ``config`` (its effective ModelConfig) and
     ``method`` (its registry name; a model without one is saved as ``"vtagml"``).
+
+    With ``backbone_store`` (a run store's ``backbones/`` folder) the frozen backbone's weights
+    are written there once, content-addressed (:func:`write_backbone_blob`), and the folder
+    keeps only what was trained; ``config.json`` names the blob (``"backbone_blob"``) and
+    loading merges it back. Without it the folder is self-contained.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,6 +157,9 @@ def save_model(model: nn.Module, folder: str | Path, meta: dict | None = None) -
         tensors[prefix + "mats"] = mats.cpu().contiguous()
     config = {"kit_version": __version__, "method": getattr(model, "method", LEGACY_METHOD),
               "model": to_dict(model.config), "meta": meta or {}}
+    frozen = frozen_backbone_keys(model) if backbone_store is not None else set()
+    if frozen:
+        config[BLOB_KEY] = write_backbone_blob({k: tensors.pop(k) for k in frozen}, backbone_store)
     _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
     _atomic_write(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2)))
     return folder
@@ -135,3 +215,52 @@ def compare_configs(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
 
     walk(a, b, "")
     return diffs
+
+
+def build_config(saved: ModelConfig) -> ModelConfig:
+    """The config to build a saved model's architecture with.
+
+    The weights file holds every backbone weight, so the backbone is built without fetching
+    timm's hub weights or reading the local weights file it was trained from (either may be
+    missing on this machine); the stored config stays on the model as it was.
+    """
+    cfg = copy.deepcopy(saved)
+    cfg.backbone.pretrained, cfg.backbone.weights = False, None
+    return cfg
+
+
+def load_weights_into(model: nn.Module, folder: str | Path, method: str,
+                      map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load ``<folder>/model.safetensors`` into a model built for it (TROA histories too).
+
+    Raises:
+        FileNotFoundError: no weights file.
+        ValueError: corrupt or truncated file, or weights that do not fit the model (names
+            the missing, unexpected and mis-shaped keys).
+    """
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found; the checkpoint folder is incomplete")
+    try:
+        tensors = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise ValueError(f"{weights} is corrupt or truncated ({err}); it was not loaded") from err
+    digest = json.loads((Path(folder) / CONFIG_FILE).read_text()).get(BLOB_KEY)
+    if digest:  # the frozen backbone lives once in the run store (save_model's backbone_store)
+        blob = find_backbone_blob(folder, digest)
+        try:
+            tensors.update(load_file(str(blob), device=str(map_location)))
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise ValueError(f"{blob} is corrupt or truncated ({err}); it was not loaded") from err
+    histories = {prefix: (tensors.pop(prefix + "steps", None), tensors.pop(prefix + "mats", None))
+                 for prefix in history_prefixes(model)}
+    problems = describe_mismatch(model.state_dict(), tensors)
+    if problems:
+        raise ValueError(f"{weights} does not fit {method!r} model tasks {model.tasks} with "
+                         f"{model.num_classes} classes: " + "; ".join(problems))
+    model.load_state_dict(tensors)
+    troas = history_prefixes(model)
+    for prefix, (steps, mats) in histories.items():
+        if steps is not None and mats is not None and steps.numel():
+            troas[prefix].load_history(steps, mats)
+    return model.to(map_location)

@@ -28,7 +28,11 @@ differ in what the FiLM shift moves (the scale there, the output here) and in th
 conditioning (per task there, per token ``omega~_t`` here, as Eq. 4 writes it).
 
 ``enabled=False`` (TSN-off ablation) is the plain backbone LayerNorm, weight and bias fixed
-as the paper describes LayerNorm ("kept fixed"), and ``omega~`` is ignored.
+as the paper describes LayerNorm ("kept fixed"), and ``omega~`` is ignored. The adapter layer
+then feeds it the FFN residual ``omega~_t`` instead of ``a_t``
+(:meth:`vtagml_core.model.adapter_layer.AdapterLayer.parts`): with TSN the FFN acts through the
+modulation, without TSN it must reach the output directly, or the ablation would also remove
+the FFN.
 """
 from __future__ import annotations
 
@@ -48,7 +52,9 @@ class TaskScaledNorm(nn.Module):
         init_weight: ``(C,)`` backbone LayerNorm weight (gamma'), copied, then trained.
         init_bias: ``(C,)`` backbone LayerNorm bias (beta'), copied, then trained.
         eps: LayerNorm epsilon.
-        enabled: False gives a plain, fixed LayerNorm with ``init_weight``/``init_bias``.
+        enabled: False gives a plain, fixed LayerNorm with ``init_weight``/``init_bias`` of
+            its first argument (the adapter layer passes ``omega~_t`` there, see the module
+            docstring).
     """
 
     def __init__(

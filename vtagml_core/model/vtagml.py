@@ -17,51 +17,40 @@ After the backward of the total loss, :meth:`VTAGML.update_affinity` runs TROA's
 step (Algorithm 1) from the per-task gradients that the same backward left on the adapters'
 per-task inputs (see :mod:`vtagml_core.model.adapter`).
 
+**Algorithm 1's weighted objective** (``adapter.weighted_objective``, off by default; the reading
+is in :mod:`vtagml_core.model.troa`): a *training* forward then also decodes every adapter stream t
+with every task's decoder n and returns those predictions under ``outputs[STREAM_OUTPUTS]``; the
+trainer weights their losses by omega. To keep TROA's per-task gradients exact with one backward,
+the adapters run 2N streams: N tracked ones, each read only by its own task's decoder (TROA reads
+their gradients, as in the default objective), and N untracked copies for the cross terms
+``decoder_n(stream_t)``, n != t.
+
 Ablation switches (paper supplementary) are config fields: ``adapter.troa`` (TROA off: omega
 stays uniform), ``adapter.taa_bias="none"`` (TAA off: plain attention), ``adapter.tsn`` (TSN
-off: the backbone LayerNorm), ``adapter.enabled`` (adapters off: decoders on frozen features),
+off: the backbone LayerNorm of the FFN residual), ``adapter.enabled`` (adapters off: decoders on frozen features),
 and ``backbone.taps`` (number and placement of adapter layers).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from vtagml_core.tasks import parse_tasks
 
-from .adapter import AdapterConfig, VisionAdapter
-from .backbone import BackboneConfig, BackboneOutput, FrozenBackbone
-from .decoder import DecoderConfig
+from .adapter import VisionAdapter
+from .backbone import BackboneOutput, FrozenBackbone
+from .config import ModelConfig
 from .heads import MultiTaskDecoder
+from .hub import HubMixin
 from .params import parameter_table
 
-
-@dataclass
-class ModelConfig:
-    """Everything that defines a VTAGML network.
-
-    Attributes:
-        tasks: task set, paper spelling (``"S-D-N-E"``) or names (``"seg,depth"``).
-        num_classes: segmentation classes; ``None`` = the synthetic benchmark's class table.
-        backbone, adapter, decoder: the three parts (see their modules).
-    """
-
-    tasks: str = "S-D-N-E"
-    num_classes: int | None = None
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
-
-    def resolved_num_classes(self) -> int:
-        if self.num_classes is not None:
-            if self.num_classes < 1:
-                raise ValueError(f"model.num_classes must be positive, got {self.num_classes}")
-            return self.num_classes
-        from vtagml_core.data.classes import NUM_CLASSES
-
-        return NUM_CLASSES
+#: Key of the per-stream predictions in a training forward with ``adapter.weighted_objective``:
+#: ``outputs[STREAM_OUTPUTS][t][n]`` is task n's decoder on adapter stream t, ``(B, K_n, H, W)``
+#: (a list over the target streams t of ``{task n: prediction}``; entry ``[t][task t]`` is
+#: ``outputs[task t]`` itself).
+STREAM_OUTPUTS: str = "streams"
 
 
 def tsn_init_params(norm: nn.LayerNorm) -> tuple[Tensor, Tensor]:
@@ -80,8 +69,11 @@ def tsn_init_params(norm: nn.LayerNorm) -> tuple[Tensor, Tensor]:
     return weight, bias
 
 
-class VTAGML(nn.Module):
+class VTAGML(HubMixin, nn.Module):
     """Vision transformer adapters for generalizable multitask learning.
+
+    ``VTAGML.from_pretrained(folder)`` / ``model.save_pretrained(folder)`` load and save it in the
+    kit's model-folder format (:mod:`.hub`: a run's ``best/``, or a Hub repository id online).
 
     Args:
         config: :class:`ModelConfig`.
@@ -91,6 +83,9 @@ class VTAGML(nn.Module):
         adapter: :class:`VisionAdapter` (holds TROA's affinity matrix as ``adapter.troa``).
         decoder: :class:`MultiTaskDecoder` (decoders and heads).
     """
+
+    #: Registry name of this model class (written into saved checkpoints).
+    method: str = "vtagml"
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
@@ -129,6 +124,13 @@ class VTAGML(nn.Module):
         """Whether a training forward must keep per-task gradients for TROA."""
         return self.config.adapter.enabled and self.adapter.troa.enabled
 
+    @property
+    def weighted_objective(self) -> bool:
+        """Whether a training forward decodes every stream with every decoder (Algorithm 1's
+        weighted objective). Only with TROA on: with a uniform omega every stream is the same
+        function and the weighted objective equals the default one."""
+        return self.config.adapter.weighted_objective and self.tracks_task_grads
+
     def encode(self, images: Tensor) -> BackboneOutput:
         """Frozen backbone features of ``images (B, 3, H, W)`` in [0, 1]."""
         return self.backbone(images)
@@ -138,7 +140,7 @@ class VTAGML(nn.Module):
         images: Tensor,
         features: BackboneOutput | None = None,
         track_task_grads: bool = False,
-    ) -> dict[str, Tensor]:
+    ) -> dict[str, Any]:
         """Raw per-task outputs ``{task: (B, K_t, H, W)}`` for ``images (B, 3, H, W)``.
 
         Args:
@@ -147,19 +149,45 @@ class VTAGML(nn.Module):
                 the same ones every time, so a feature cache may supply them).
             track_task_grads: keep per-task gradients for :meth:`update_affinity` (training
                 with TROA on).
+
+        In training mode with :attr:`weighted_objective` the dict also holds
+        ``outputs[STREAM_OUTPUTS]``, every stream through every decoder (module docstring).
         """
         feats = features if features is not None else self.encode(images)
-        outs = self.adapter(feats.taps, track_task_grads=track_task_grads)
+        n_tasks = len(self.tasks)
+        if not (self.training and self.weighted_objective):
+            outs = self.adapter(feats.taps, track_task_grads=track_task_grads)
+            return self.decoder(self._decoder_inputs(outs, feats, range(n_tasks)), images)
+        # Algorithm 1's weighted objective: streams 0..N-1 are tracked (TROA reads them) and
+        # each feeds only its own decoder; with tracking, streams N..2N-1 are untracked copies
+        # (same rows omega_t) that feed the other decoders, so the tracked gradients stay
+        # lambda_t * grad L_t. Without tracking one set of N streams serves all decoders.
+        copies = n_tasks if track_task_grads else 0
+        ids = list(range(n_tasks)) * (2 if copies else 1)
+        outs = self.adapter(feats.taps, track_task_grads=track_task_grads, task_ids=ids,
+                            tracked=n_tasks, leaf_weights=self.omega.diagonal())
+        streams: list[dict[str, Tensor]] = []
+        for t in range(n_tasks):
+            reads = [t if n == t else t + copies for n in range(n_tasks)]  # decoder n <- stream
+            streams.append(self.decoder(self._decoder_inputs(outs, feats, reads), images))
+        outputs: dict[str, Any] = {task: streams[t][task] for t, task in enumerate(self.tasks)}
+        outputs[STREAM_OUTPUTS] = streams
+        return outputs
+
+    def _decoder_inputs(self, outs: list[Tensor], feats: BackboneOutput,
+                        reads: Sequence[int]) -> dict[str, tuple[Tensor, list[Tensor]]]:
+        """Each task decoder's input: deep map and skips, from adapter stream ``reads[n]``."""
         per_stride: dict[int, Tensor] = {}
         for stride, i in self._adapter_at_stride.items():
             per_stride[stride] = outs[i]  # (T, B, h, w, C), one stream per task
         strides = self.backbone.stage_strides
         inputs = {}
         for t_idx, task in enumerate(self.tasks):
-            maps = [per_stride[s][t_idx] if s in per_stride else stage
-                    for s, stage in zip(strides, feats.stages)]
+            s = reads[t_idx]
+            maps = [per_stride[st][s] if st in per_stride else stage
+                    for st, stage in zip(strides, feats.stages)]
             inputs[task] = (maps[-1], maps[-2::-1])
-        return self.decoder(inputs, images)
+        return inputs
 
     def update_affinity(self) -> Tensor | None:
         """TROA step (Algorithm 1) after ``loss.backward()``; returns ``sim (N, N)`` or None."""

@@ -7,7 +7,8 @@ results documents back for the lessons' tables and summaries:
 * :func:`settings_context` -- the preset's settings exactly as the command line resolves them
   (``configs/presets/<preset>.yaml`` and ``configs/settings/<preset>.yaml``, plus the
   notebook's seed, device, cache root and ``overrides``), one seed (the notebook's), trained
-  runs under ``<output_dir>/settings/`` (:data:`SETTINGS_ROOT_DIR`).
+  runs in the kit's one run store (:func:`vtagml_core.experiments.runs.default_store`), results
+  under ``<output_dir>/settings/`` (:data:`SETTINGS_ROOT_DIR`).
   Runs are keyed by their resolved config (:mod:`vtagml_core.experiments.runs`), so notebook
   06 reuses the source models that 05 trained, 08 reuses them again, and a second headless run
   trains nothing;
@@ -33,14 +34,17 @@ SETTINGS_ROOT_DIR: str = "settings"
 
 
 def settings_root(P: NotebookParams) -> Path:
-    """``<output_dir>/settings``: trained runs (``runs/``) and results (``setting_results/``)."""
+    """``<output_dir>/settings``: the settings' results documents (``setting_results/``); the
+    trained runs themselves live in the run store."""
     return P.output_dir / SETTINGS_ROOT_DIR
 
 
 def settings_context(P: NotebookParams, log: Callable[[str], None] | None = None) -> SettingContext:
     """The :class:`~vtagml_core.experiments.settings.SettingContext` of a notebook run.
 
-    The same preset and seed give the same run keys as ``python -m vtagml_core settings``.
+    The same preset and seed give the same run keys as ``python -m vtagml_core settings``, and
+    the runs live in the same run store (``$VTAGML_RUNS``, else ``~/.cache/vtagml/runs``), so a
+    run trained by the command line, ``make reproduce`` or another notebook is reused here.
     The notebook's ``seed`` is the one training seed.
     """
     return build_context(preset=P.preset, overrides=P.base_overrides(), seeds=[P.seed],

@@ -7,8 +7,8 @@ model for ``lesson.steps`` optimizer steps on the ``indoor`` domain with the kit
 (:class:`vtagml_core.train.trainer.Trainer`, whose every step is
 :func:`vtagml_core.train.step.train_step`'s order: forward, losses, NaN guard, backward, TROA
 update, optimizer step). The run is keyed and stored like every other run of the kit
-(:func:`vtagml_core.experiments.runs.train_or_reuse` under ``<output_dir>/settings``), so
-notebook 02 trains it, 03 and 04 reuse it, and a rerun trains nothing.
+(:func:`vtagml_core.experiments.runs.train_or_reuse` in the kit's run store), so notebook 02
+trains it, 03 and 04 reuse it, and a rerun (or a class with an imported store) trains nothing.
 
 Its ``log.jsonl`` records every step's losses and TROA's gradient cosine similarity; the
 lessons read them back as a :class:`TrainingRecord`.
@@ -22,12 +22,11 @@ import torch
 from torch import Tensor
 
 from vtagml_core.baselines.factory import load_model
-from vtagml_core.experiments.runs import RunRecord, RunSpec, train_or_reuse
+from vtagml_core.experiments.runs import RunRecord, RunSpec, default_store, train_or_reuse
 from vtagml_core.train.logging import LOG_FILE, read_log
 from vtagml_core.train.state import LAST_DIR
 
 from .params import NotebookParams
-from .settings_glue import settings_root
 
 #: Task set and domain of the lesson model (all four tasks of the paper's Fig. 4).
 LESSON_TASKS: str = "S-D-N-E"
@@ -80,21 +79,20 @@ def lesson_spec(P: NotebookParams, tasks: str = LESSON_TASKS, domain: str = LESS
     per_epoch = max(1, cfg.data.train_count // cfg.data.batch_size)
     cfg.train.max_steps = cfg.lesson.steps
     cfg.train.epochs = math.ceil(cfg.lesson.steps / per_epoch)
-    return RunSpec(LESSON_ROLE, cfg.validate(), "vtagml")
+    return RunSpec(LESSON_ROLE, cfg.validate(), "vtagml", preset=P.preset)
 
 
 def lesson_model(P: NotebookParams, tasks: str = LESSON_TASKS, domain: str = LESSON_DOMAIN,
                  log=print):
     """The preset's VTAGML model after the lesson run, and that run's record.
 
-    Trained once per config key under ``<P.output_dir>/settings/runs/`` and reused afterwards
-    (it says which).
+    Trained once per config key in the run store and reused afterwards (it says which).
 
     Returns:
         ``(model in eval mode on P.device, TrainingRecord)``.
     """
     spec = lesson_spec(P, tasks, domain)
-    record: RunRecord = train_or_reuse(spec, settings_root(P), log)
+    record: RunRecord = train_or_reuse(spec, default_store(), log)
     # The model after the last step (not the best epoch's): the lessons show what training did.
     model = load_model(record.dir / LAST_DIR, map_location=P.device).eval()
     steps = TrainingRecord.from_log(read_log(record.dir / LOG_FILE), tuple(model.tasks),

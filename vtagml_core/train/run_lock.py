@@ -85,9 +85,9 @@ class RunLock:
             except Timeout:
                 if not wait:
                     raise RunFolderBusy(
-                        f"{self.folder} is in use by {self._describe_holder()}, which is training "
-                        "into it; wait for it to finish (then --resume or read its results), or "
-                        "use another --out") from None
+                        f"{self.folder} is in use by {self._describe_holder()} (a run training "
+                        "into it, or an import); wait for it to finish (then --resume or read its "
+                        "results), or use another folder") from None
                 self.log(f"  waiting for {self._describe_holder()}, which holds {self.folder}")
         if first:
             previous = read_owner(self.folder)

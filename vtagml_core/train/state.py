@@ -45,7 +45,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from vtagml_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, frozen_backbone_keys
 
 #: File name of the training state inside a run folder, and of the generation before it (kept
 #: as a fallback: a state found corrupt on resume falls back to the previous one).
@@ -61,8 +61,6 @@ RUN_CONFIG_FILE, RESULTS_FILE = "config.json", "results.json"
 STATE_VERSION: int = 1
 #: Files every saved model folder must have (see :mod:`vtagml_core.model.checkpoint`).
 MODEL_FOLDER_FILES: tuple[str, ...] = (CONFIG_FILE, WEIGHTS_FILE)
-#: Key prefixes of the frozen backbone in a model's state dict (left out of ``state.pt``).
-FROZEN_PREFIX: str = "backbone."
 
 
 class CheckpointError(ValueError):
@@ -355,16 +353,20 @@ def backbone_frozen(model: nn.Module) -> bool:
 
 
 def mutable_model_state(model: nn.Module) -> dict[str, Tensor]:
-    """The model's state dict without the frozen backbone (CPU copies)."""
-    skip = FROZEN_PREFIX if backbone_frozen(model) else None
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if skip is None or not k.startswith(skip)}
+    """The model's state dict without the frozen backbone (CPU copies).
+
+    Only what cannot change is left out: a trainable tensor inside the backbone (a LoRA
+    factor, a per-task norm) stays in, whatever its prefix.
+    """
+    frozen = frozen_backbone_keys(model)
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in frozen}
 
 
 def load_mutable_model_state(model: nn.Module, tensors: dict[str, Tensor], source: Path) -> None:
     """Inverse of :func:`mutable_model_state`; anything else missing or extra is an error."""
     result = model.load_state_dict(tensors, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(FROZEN_PREFIX)]
+    frozen = frozen_backbone_keys(model)
+    missing = [k for k in result.missing_keys if k not in frozen]
     if missing or result.unexpected_keys:
         raise CheckpointError(
             f"{source} does not fit this model (missing {missing[:8]}, unexpected "

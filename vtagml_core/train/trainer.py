@@ -66,6 +66,8 @@ from vtagml_core.metrics.multitask import MultiTaskMetrics
 from vtagml_core.train.config import KitConfig
 from vtagml_core.baselines.factory import load_model
 from vtagml_core.model.checkpoint import save_model
+from vtagml_core.model.troa import affinity_weighted_objective
+from vtagml_core.model.vtagml import STREAM_OUTPUTS
 from vtagml_core.runtime import seed_everything
 from vtagml_core.tasks import parse_tasks
 
@@ -102,6 +104,9 @@ class Trainer:
         init_from: a saved model folder to start from (e.g. the source-domain model).
         resume: continue the run saved in ``out_dir`` (see the module docstring).
         log: where warnings about the run folder go (a fallback state, a lock taken over).
+        backbone_store: a run store's ``backbones/`` folder: the saved models keep the frozen
+            backbone there once (content-addressed) instead of a copy per folder
+            (:func:`vtagml_core.model.checkpoint.save_model`); None: self-contained folders.
 
     Raises:
         CheckpointError: resuming with no readable training state, or starting a new run in a
@@ -114,11 +119,13 @@ class Trainer:
     def __init__(self, cfg: KitConfig, out_dir: str | Path, method: str = "vtagml",
                  train_set: Dataset | None = None, val_set: Dataset | None = None,
                  loss_tasks: str | Iterable[str] | None = None, init_from: str | Path | None = None,
-                 resume: bool = False, log: Callable[[str], None] = print) -> None:
+                 resume: bool = False, log: Callable[[str], None] = print,
+                 backbone_store: str | Path | None = None) -> None:
         from vtagml_core.baselines.registry import build_model
 
         self.cfg = cfg.validate()
         self.out_dir, self.method, self.log = Path(out_dir), method, log
+        self.backbone_store = backbone_store
         self.ctx = init_distributed(cfg.train.device)
         self.device = self.ctx.device
         seed_everything(cfg.train.seed)
@@ -212,6 +219,8 @@ class Trainer:
         """``train.balancer`` over ``loss_tasks`` (see the module docstring for what it may not do)."""
         tc = self.cfg.train
         balancer = build_balancer(tc.balancer, self.loss_tasks, **dict(tc.balancer_options))
+        if getattr(self.model, "weighted_objective", False):
+            self._check_weighted_objective()
         if tc.balancer != "equal" and hasattr(self.model, "weight_losses"):
             raise ValueError(
                 f"method {self.method!r} learns its own loss weights (weight_losses); it cannot also "
@@ -266,9 +275,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def compute_losses(self, outputs: dict[str, Tensor], batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        """``(total, {name: loss})``: the task losses, plus the method's own terms if it has any."""
+        """``(total, {name: loss})``: the task losses, plus the method's own terms if it has any.
+
+        With ``model.adapter.weighted_objective`` the total is Algorithm 1's weighted objective
+        (:meth:`affinity_objective`); the returned per-task losses stay each task's loss on its
+        own stream, as in every other run.
+        """
         total, per_task = self.loss_fn(outputs, batch)
-        if hasattr(self.model, "weight_losses"):
+        if STREAM_OUTPUTS in outputs:
+            total = self.affinity_objective(outputs[STREAM_OUTPUTS], batch)
+        elif hasattr(self.model, "weight_losses"):
             total = self.model.weight_losses(per_task)
         elif self.cfg.train.balancer != "equal":
             total = self.balancer.combine(self.weighted_task_losses(per_task))
@@ -277,6 +293,35 @@ class Trainer:
             for name, value in self.model.extra_losses(outputs, batch).items():
                 total, losses[name] = total + value, value
         return total, losses
+
+    def affinity_objective(self, streams: list[dict[str, Tensor]], batch: dict) -> Tensor:
+        """Algorithm 1's objective summed over targets: ``sum_t sum_n omega[t, n] lambda_n L_n(t -> n)``.
+
+        ``streams[t][n]`` is task n's decoder on adapter stream t (:data:`STREAM_OUTPUTS`); n runs
+        over the labelled tasks (``loss_tasks``), t over all the model's streams. The reading of
+        Algorithm 1 is in :mod:`vtagml_core.model.troa`.
+        """
+        images = batch["image"].shape[0]
+        if len(streams) != len(self.tasks) or any(p.shape[0] != images for p in streams[0].values()):
+            raise ValueError(
+                f"the weighted objective got {len(streams)} streams for {len(self.tasks)} tasks, "
+                f"with predictions for {next(iter(streams[0].values())).shape[0]} images and labels "
+                f"for {images}: a trainer that splits the model's outputs (the UDA setting) cannot "
+                "use it; set model.adapter.weighted_objective=false")
+        columns = [self.tasks.index(n) for n in self.loss_tasks]
+        rows = [self.loss_fn.per_task(stream, batch) for stream in streams]   # {n: L_n(t -> n)}
+        loss_matrix = torch.stack([torch.stack([self.loss_fn.weights[n] * r[n] for n in self.loss_tasks])
+                                   for r in rows])                           # (T, M): lambda_n L_n(t -> n)
+        omega = self.model.omega[:, columns]                                   # (T, M)
+        return affinity_weighted_objective(omega, loss_matrix)
+
+    def _check_weighted_objective(self) -> None:
+        """Refuse combinations the weighted objective does not define (messages say what to do)."""
+        if self.cfg.train.balancer != "equal" or hasattr(self.model, "weight_losses"):
+            raise ValueError(
+                "model.adapter.weighted_objective sets the loss weights itself (omega), so it "
+                f"cannot be combined with train.balancer={self.cfg.train.balancer!r}: use "
+                "train.balancer=equal, or model.adapter.weighted_objective=false")
 
     def training_step(self, batch: dict) -> dict[str, Any]:
         """Forward, losses, NaN/inf guard, backward, TROA update, optimizer step.
@@ -426,7 +471,8 @@ class Trainer:
         if self.ctx.is_main:
             save_model(self.model, self.out_dir / name,
                        meta={"method": self.method, "epochs_done": self.progress.epoch,
-                             "step": self.progress.global_step, **(meta or {})})
+                             "step": self.progress.global_step, **(meta or {})},
+                       backbone_store=self.backbone_store)
 
     def save_checkpoint(self) -> None:
         """Write ``last/`` and then ``state.pt``, each atomically (rank 0 only).

@@ -38,8 +38,8 @@ from vtagml_core.tasks import parse_tasks
 from vtagml_core.train.adversarial import AdversarialConfig
 
 from vtagml_core.experiments.evaluate import evaluate_run
-from vtagml_core.experiments.runs import (RESULTS_SUBDIR, RunRecord, RunSpec, run_dir, train_or_reuse,
-                                         with_changes)
+from vtagml_core.experiments.runs import (RESULTS_SUBDIR, RunRecord, RunSpec, default_store, run_dir,
+                                         train_or_reuse, with_changes)
 from vtagml_core.experiments.seeds import parse_seeds
 
 #: The settings this package implements, in table order (paper Tables 2-6).
@@ -151,7 +151,8 @@ class SettingContext:
         settings: the settings options.
         preset: ``"quick"`` or ``"paper"`` (or ``"custom"`` with ``--config``).
         seeds: training seeds; every cell is mean/std over them.
-        root: settings root (``runs/`` by default): trained runs and setting results.
+        root: where the settings' results documents go (``<root>/setting_results/``).
+        store: the run store the trained runs live in (:func:`~vtagml_core.experiments.runs.default_store`).
         log: where progress lines go.
         records: every run used so far (role, folder, reused or trained, seconds).
     """
@@ -161,6 +162,7 @@ class SettingContext:
     preset: str
     seeds: list[int]
     root: Path
+    store: Path
     log: Callable[[str], None] = print
     records: list[dict[str, Any]] = field(default_factory=list)
     _done: dict[str, RunRecord] = field(default_factory=dict, repr=False)
@@ -173,14 +175,16 @@ class SettingContext:
                             epochs=epochs)
 
     def train(self, spec: RunSpec) -> RunRecord:
-        """:func:`~.common.train_or_reuse` under ``root``, remembering what it cost.
+        """:func:`~vtagml_core.experiments.runs.train_or_reuse` in the store, remembering what it cost.
 
         A run already used in this context is returned as is (its model stays loaded).
         """
-        key = str(run_dir(self.root, spec))
+        if spec.preset is None:
+            spec.preset = self.preset
+        key = str(run_dir(self.store, spec))
         reused_here = key in self._done
         if not reused_here:
-            self._done[key] = train_or_reuse(spec, self.root, self.log)
+            self._done[key] = train_or_reuse(spec, self.store, self.log)
         record = self._done[key]
         if all(r["dir"] != key for r in self.records):
             fresh = record.trained_now and not reused_here
@@ -238,11 +242,12 @@ def build_context(preset: str = "quick", config: str | Path | None = None,
                   overrides: list[str] | None = None, seeds: str | list[int] = "0",
                   root: str | Path = "runs", settings_path: str | Path | None = None,
                   settings_overrides: list[str] | None = None, methods: list[str] | None = None,
-                  log: Callable[[str], None] = print) -> SettingContext:
+                  log: Callable[[str], None] = print, store: str | Path | None = None) -> SettingContext:
     """Resolve presets, settings config, overrides and the backbone into a :class:`SettingContext`.
 
     Order: the preset's file (or ``config``) <- ``overrides`` (``--set``).
-    ``methods`` (``--methods``) replaces ``settings.methods``.
+    ``methods`` (``--methods``) replaces ``settings.methods``. ``store``: the run store
+    (default: :func:`~vtagml_core.experiments.runs.default_store`); ``root``: the results.
     """
     settings = load_settings_config(settings_path, settings_overrides, preset=preset)
     if methods:
@@ -250,7 +255,7 @@ def build_context(preset: str = "quick", config: str | Path | None = None,
     cfg = load_kit_config(config, overrides, preset=None if config else preset)
     cfg = resolve_backbone(cfg, settings, log)
     return SettingContext(cfg, settings, preset if config is None else "custom", parse_seeds(seeds),
-                          Path(root), log)
+                          Path(root), Path(store) if store is not None else default_store(), log)
 
 
 # --------------------------------------------------------------------------- documents

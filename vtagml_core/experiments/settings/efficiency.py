@@ -83,7 +83,7 @@ def full_run_epoch_seconds(ctx: SettingContext, method: str, tasks: str, seed: i
     """Seconds per epoch of the finished full training run(s) of ``method``, if all exist."""
     total = 0.0
     for member, cfg in _members(ctx, method, tasks, seed):
-        folder = run_dir(ctx.root, RunSpec("", cfg, member))
+        folder = run_dir(ctx.store, RunSpec("", cfg, member))
         if not is_complete(folder):
             return None
         spe = json.loads((folder / RESULTS_FILE).read_text()).get("seconds_per_epoch")

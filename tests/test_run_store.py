@@ -1,0 +1,220 @@
+"""The one run store: the CLI and the notebooks reuse each other's runs; archives round-trip
+byte for byte; tampered, truncated, path-escaping or newer archives are refused and leave the
+store unchanged; hub-style loading."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vtagml_core.baselines.factory import load_model
+from vtagml_core.cli import main
+from vtagml_core.experiments import store_archive as sa
+from vtagml_core.experiments.runs import RunSpec
+from vtagml_core.model.checkpoint import WEIGHTS_FILE
+from vtagml_core.model.vtagml import VTAGML
+from vtagml_core.notebooks.params import resolve
+from vtagml_core.notebooks.settings_glue import settings_context
+from vtagml_core.train.run_lock import RunLock
+
+#: The smoke preset, shortened to two optimizer steps.
+SHORT = ["--set", "train.max_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store with one run trained by the CLI (smoke preset), and the data cache it used."""
+    root = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VTAGML_CACHE", str(root / "cache"))
+        mp.setenv("VTAGML_RUNS", str(root / "runs"))
+        assert main(["train", "--preset", "smoke", *SHORT]) == 0
+        yield root / "runs"
+
+
+def _state(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith(".lock")}
+
+
+def test_the_cli_and_a_notebook_share_one_run(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VTAGML_CACHE", str(store.parent / "cache"))
+    monkeypatch.setenv("VTAGML_RUNS", str(store))
+    monkeypatch.setenv("VTAGML_NB_HEADLESS", "1")
+    monkeypatch.delenv("VTAGML_NB_PRESET", raising=False)
+    monkeypatch.delenv("VTAGML_NB_OUTPUT", raising=False)
+    [run] = [p for p in store.iterdir() if p.name.startswith("vtagml-")]
+    # a notebook asking for the same preset and seed finds the CLI's run
+    P = resolve(preset="smoke", overrides=["train.max_steps=2"], device="cpu",
+                output_dir=str(tmp_path / "nb"))
+    ctx = settings_context(P, log=lambda m: None)
+    record = ctx.train(RunSpec("notebook", ctx.config(P.cfg.model.tasks, seed=0), "vtagml"))
+    assert record.dir == run and not record.trained_now
+    assert "smoke" in json.loads((run / "run_key.json").read_text())["presets"]
+    # ... and the CLI finds what a notebook trained (another seed, trained by the notebook first)
+    other = ctx.train(RunSpec("notebook", ctx.config(P.cfg.model.tasks, seed=1), "vtagml"))
+    assert other.trained_now
+    capsys.readouterr()
+    assert main(["train", "--preset", "smoke", *SHORT, "--set", "train.seed=1"]) == 0
+    assert f"found trained run {other.dir.name}" in capsys.readouterr().out
+
+
+def test_runs_in_the_store_keep_the_frozen_backbone_once(store):
+    """The smoke preset's frozen backbone is random, drawn from the seed: one blob per seed, shared
+    by the run's best/ and last/ (with the quick preset's pretext backbone: one for all runs)."""
+    runs = [p for p in store.iterdir() if p.name.startswith("vtagml-")]
+    blobs = {p.stem for p in (store / "backbones").glob("*.safetensors")}
+    used = set()
+    for run in runs:
+        digests = set()
+        for sub in ("best", "last"):
+            keys = load_file(str(run / sub / WEIGHTS_FILE)).keys()
+            assert not any(k.startswith("backbone.") for k in keys)   # no copy in the run
+            digests.add(json.loads((run / sub / "config.json").read_text())["backbone_blob"])
+        assert len(digests) == 1
+        used |= digests
+    assert used == blobs and len(blobs) <= len(runs)
+    full = load_model(runs[0] / "best")   # loading still gives the complete model
+    assert any(k.startswith("backbone.") for k in full.state_dict())
+
+
+def test_list_and_show_describe_the_runs(store, capsys):
+    assert main(["runs", "--store", str(store), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "| vtagml-" in out and "| vtagml | S-D-N-E | smoke | 0 |" in out and "seg mIoU" in out
+    name = next(p.name for p in store.iterdir() if p.name.startswith("vtagml-"))
+    assert main(["runs", "--store", str(store), "show", name[:10]]) == 0
+    assert "best/model.safetensors" in capsys.readouterr().out
+
+
+def test_export_then_import_into_an_empty_store_is_byte_identical(store, tmp_path, capsys):
+    archive = tmp_path / "runs.tar.gz"
+    assert main(["runs", "--store", str(store), "export", "--out", str(archive), "--seed", "0"]) == 0
+    fresh = tmp_path / "fresh"
+    assert main(["runs", "--store", str(fresh), "import", str(archive)]) == 0
+    [run] = [p for p in store.iterdir() if p.name.startswith("vtagml-") and
+             json.loads((p / "config.json").read_text())["config"]["train"]["seed"] == 0]
+    copy = fresh / run.name
+    for sub in ("best", "last"):
+        assert (copy / sub / WEIGHTS_FILE).read_bytes() == (run / sub / WEIGHTS_FILE).read_bytes()
+    assert json.loads((copy / "results.json").read_text()) == json.loads((run / "results.json").read_text())
+    assert not (copy / "state.pt").exists()   # no training state, nothing pickled travels
+    a, b = load_model(run / "best"), load_model(copy / "best")
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    # importing the same archive again keeps the identical run
+    assert sa.import_runs(archive, fresh, log=lambda m: None) == []
+
+
+def _rewrite(archive: Path, out: Path, change) -> None:
+    """Copy ``archive`` to ``out`` with ``change(name, data, manifest) -> (name, data)``."""
+    with tarfile.open(archive) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    manifest = json.loads(dict(members)["MANIFEST.json"])
+    edited = [change(n, d, manifest) for n, d in members if n != "MANIFEST.json"]
+    with tarfile.open(out, "w:gz") as tar:
+        for name, data in [("MANIFEST.json", json.dumps(manifest).encode()), *edited]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture
+def archive(store, tmp_path):
+    path = tmp_path / "good.tar.gz"
+    sa.export_runs(sa.select_runs(store, seed=0), path)
+    return path
+
+
+def _refused(bad: Path, target: Path, match: str) -> None:
+    target.mkdir(exist_ok=True)
+    before = _state(target)
+    with pytest.raises(sa.ArchiveError, match=match):
+        sa.import_runs(bad, target, log=lambda m: None)
+    assert _state(target) == before   # nothing half-imported, no staging left behind
+
+
+def test_a_tampered_archive_is_refused(archive, tmp_path):
+    def flip(name, data, manifest):
+        if name.endswith(WEIGHTS_FILE):
+            data = data[:-1] + bytes([data[-1] ^ 1])
+        return name, data
+
+    bad = tmp_path / "tampered.tar.gz"
+    _rewrite(archive, bad, flip)
+    _refused(bad, tmp_path / "s", "does not match its SHA-256")
+
+
+def test_a_path_escaping_archive_is_refused(archive, tmp_path):
+    def escape(name, data, manifest):
+        if name.endswith("results.json"):
+            manifest["files"]["../escaped.json"] = manifest["files"].pop(name)
+            return "../escaped.json", data
+        return name, data
+
+    bad = tmp_path / "escape.tar.gz"
+    _rewrite(archive, bad, escape)
+    _refused(bad, tmp_path / "s", "points outside the store")
+    assert not (tmp_path / "escaped.json").exists()
+
+
+def test_a_truncated_archive_or_a_pickle_is_refused(archive, tmp_path):
+    raw = archive.read_bytes()
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    _refused(truncated, tmp_path / "s", "truncated|damaged|not a readable")
+
+    def add_pickle(name, data, manifest):
+        if name.endswith("results.json"):
+            new = name.replace("results.json", "evil.pt")
+            manifest["files"][new] = manifest["files"].pop(name)
+            return new, data
+        return name, data
+
+    bad = tmp_path / "pickle.tar.gz"
+    _rewrite(archive, bad, add_pickle)
+    _refused(bad, tmp_path / "s", "not a safetensors/JSON file")
+
+
+def test_an_archive_from_a_newer_kit_is_refused_with_what_to_do(archive, tmp_path):
+    def newer(name, data, manifest):
+        manifest["format_version"] = sa.FORMAT_VERSION + 1
+        return name, data
+
+    bad = tmp_path / "newer.tar.gz"
+    _rewrite(archive, bad, newer)
+    _refused(bad, tmp_path / "s", "newer kit.*update the kit")
+
+
+def test_two_imports_at_once_are_refused_naming_the_holder(archive, tmp_path):
+    target = tmp_path / "s"
+    target.mkdir()
+    holder = RunLock(target / ".import-lock").acquire()
+    try:
+        import subprocess
+        import sys
+
+        res = subprocess.run([sys.executable, "-m", "vtagml_core", "runs", "--store", str(target),
+                              "import", str(archive)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and "in use by PID" in res.stderr
+    finally:
+        holder.release()
+    assert not any(p.name.startswith("vtagml-") for p in target.iterdir())
+
+
+def test_hub_style_from_pretrained_and_save_pretrained(store, tmp_path):
+    run = next(p for p in store.iterdir() if p.name.startswith("vtagml-"))
+    model = VTAGML.from_pretrained(run / "best")
+    reference = load_model(run / "best")
+    assert all(torch.equal(reference.state_dict()[k], v) for k, v in model.state_dict().items())
+    model.save_pretrained(tmp_path / "saved")   # a self-contained folder: the backbone included
+    saved = load_file(str(tmp_path / "saved" / WEIGHTS_FILE))
+    assert set(model.state_dict()) <= set(saved)
+    again = VTAGML.from_pretrained(tmp_path / "saved")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="not a model folder|neither a local model folder"):
+        VTAGML.from_pretrained(tmp_path / "missing")

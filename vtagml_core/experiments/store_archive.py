@@ -1,0 +1,368 @@
+"""The run store as something people share: list, show, export, import, remove.
+
+A teacher trains the quick preset once (``make reproduce``, or on a GPU), exports the store to
+one archive and hands it to a class; students import it and the notebooks reuse every run
+instead of training it ("found trained run ..., reusing").
+
+**The archive** is a gzipped tar with ``MANIFEST.json`` at its top (format, format version, kit
+version, and every file's SHA-256 and size), one folder per run and ``backbones/`` with the
+frozen backbones the runs point to (each stored once, content-addressed: a run folder keeps only
+what it trained). A run is exported with its model folders (``best/``, ``last/``: safetensors +
+JSON), its config, key, results, evaluations and log; the training state (``state.pt``) and
+lock files stay behind: a finished run does not need them, and nothing pickled travels.
+
+**Import** is all or nothing: the members are checked before anything is written (regular
+files only, no absolute paths, no ``..``, no links or devices, only ``.json``, ``.jsonl``,
+``.safetensors`` and ``.md`` files, only what the manifest lists), extracted into a staging
+folder inside the store while hashing, every hash and size compared with the manifest, every
+model folder read back, and only then is each run moved into place with one rename. A
+truncated, tampered or path-escaping archive leaves the store as it was. Two imports into one
+store at once are serialised by a lock (the second says who holds it).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
+
+from vtagml_core import __version__
+from vtagml_core.model.checkpoint import BLOB_KEY, BLOB_SUFFIX, BLOBS_DIR, CONFIG_FILE, tensors_digest
+from vtagml_core.train.run_lock import RunLock
+from vtagml_core.train.state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE,
+                                     CheckpointError, check_model_folder)
+
+from .runs import RUN_INFO_FILE, is_complete
+
+#: Archive layout and format.
+MANIFEST_FILE: str = "MANIFEST.json"
+ARCHIVE_FORMAT: str = "vtagml-runs"
+FORMAT_VERSION: int = 1
+#: File kinds an archive may carry (no pickle, no code).
+ALLOWED_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".safetensors", ".md")
+#: What stays out of an export: training states and lock files.
+EXPORT_SKIP_PREFIXES: tuple[str, ...] = ("state", ".lock", ".")
+#: The staging folders of imports and the lock of the store's importers.
+STAGING_PREFIX, IMPORT_LOCK_DIR = ".import-", ".import-lock"
+#: Bytes read at a time while hashing.
+CHUNK: int = 1 << 20
+
+
+class ArchiveError(ValueError):
+    """An archive that cannot be imported (the message names why; nothing was imported)."""
+
+
+@dataclass
+class RunSummary:
+    """One line of ``runs list``."""
+
+    name: str
+    method: str
+    tasks: str
+    presets: list[str]
+    seed: int
+    metrics: str
+    size_bytes: int
+    date: str
+    complete: bool
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _run_folders(store: Path) -> list[Path]:
+    if not store.is_dir():
+        return []
+    return sorted(p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (p / RUN_CONFIG_FILE).is_file())
+
+
+def summarize_run(folder: Path) -> RunSummary:
+    """What ``runs list`` prints about one run folder."""
+    from vtagml_core.metrics.multitask import PRIMARY_METRICS
+
+    config = json.loads((folder / RUN_CONFIG_FILE).read_text())
+    info = json.loads((folder / RUN_INFO_FILE).read_text()) if (folder / RUN_INFO_FILE).is_file() else {}
+    complete = is_complete(folder)
+    metrics = ""
+    if complete:
+        best = json.loads((folder / RESULTS_FILE).read_text())["best"]["metrics"]
+        metrics = ", ".join(f"{t} {PRIMARY_METRICS[t]} {m[PRIMARY_METRICS[t]]:.3f}"
+                            for t, m in best.items() if t in PRIMARY_METRICS)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    date = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / RUN_CONFIG_FILE).stat().st_mtime))
+    cfg = config["config"]
+    return RunSummary(folder.name, config["method"], cfg["model"]["tasks"], info.get("presets", []),
+                      int(cfg["train"]["seed"]), metrics or "(not finished)", size, date, complete)
+
+
+def list_runs(store: Path) -> list[RunSummary]:
+    """Every run folder of the store, by name."""
+    return [summarize_run(folder) for folder in _run_folders(store)]
+
+
+def select_runs(store: Path, names: Iterable[str] = (), method: str | None = None,
+                seed: int | None = None) -> list[Path]:
+    """Finished runs of the store matching the names (prefixes of them) and filters.
+
+    Raises:
+        ArchiveError: a name matches no finished run, or nothing matches at all.
+    """
+    runs = [p for p in _run_folders(store) if is_complete(p)]
+    chosen = runs
+    names = list(names)
+    if names:
+        chosen = []
+        for name in names:
+            hits = [p for p in runs if p.name.startswith(name)]
+            if not hits:
+                raise ArchiveError(f"no finished run in {store} matches {name!r}; see `runs list`")
+            chosen += [p for p in hits if p not in chosen]
+    summaries = {p: summarize_run(p) for p in chosen}
+    chosen = [p for p in chosen if (method is None or summaries[p].method == method)
+              and (seed is None or summaries[p].seed == seed)]
+    if not chosen:
+        raise ArchiveError(f"no finished run in {store} matches the selection")
+    return chosen
+
+
+def _export_files(run: Path) -> list[Path]:
+    return sorted(p for p in run.rglob("*") if p.is_file()
+                  and not any(part.startswith(EXPORT_SKIP_PREFIXES) for part in p.relative_to(run).parts)
+                  and p.suffix in ALLOWED_SUFFIXES
+                  and not any(part.endswith(".broken") for part in p.relative_to(run).parts))
+
+
+def _blobs_of(run: Path) -> set[str]:
+    """Digests of the backbone blobs a run's model folders point to."""
+    out = set()
+    for sub in (BEST_DIR, LAST_DIR):
+        path = run / sub / CONFIG_FILE
+        if path.is_file():
+            digest = json.loads(path.read_text()).get(BLOB_KEY)
+            if digest:
+                out.add(digest)
+    return out
+
+
+def export_runs(runs: list[Path], out: Path) -> dict:
+    """Write ``out`` (tar.gz): the runs' files, their backbones, a manifest of hashes. Returns it."""
+    members: dict[str, Path] = {}
+    for run in runs:
+        for path in _export_files(run):
+            members[f"{run.name}/{path.relative_to(run).as_posix()}"] = path
+    digests = sorted(set().union(*(_blobs_of(r) for r in runs)))
+    for digest in digests:
+        blob = runs[0].parent / BLOBS_DIR / f"{digest}{BLOB_SUFFIX}"
+        if not blob.is_file():
+            raise ArchiveError(f"{blob} is missing from the store: the runs that use it cannot be "
+                               "exported (they would not load)")
+        members[f"{BLOBS_DIR}/{blob.name}"] = blob
+    files = {name: {"sha256": _sha256(path), "size": path.stat().st_size}
+             for name, path in members.items()}
+    manifest = {"format": ARCHIVE_FORMAT, "format_version": FORMAT_VERSION, "kit_version": __version__,
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": [r.name for r in runs],
+                "backbones": digests, "files": files}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        data = json.dumps(manifest, indent=2).encode()
+        member = tarfile.TarInfo(MANIFEST_FILE)
+        member.size, member.mtime = len(data), int(time.time())
+        tar.addfile(member, io.BytesIO(data))
+        for name, path in members.items():
+            tar.add(path, arcname=name, recursive=False)
+    os.replace(tmp, out)
+    return manifest
+
+
+def _safe_name(name: str) -> str:
+    """A member name as a relative POSIX path inside the archive, or ArchiveError."""
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or name.startswith(("/", "\\")) or "\\" in name:
+        raise ArchiveError(f"archive member {name!r} points outside the store; refused, nothing imported")
+    return path.as_posix()
+
+
+def _read_manifest(tar: tarfile.TarFile) -> dict:
+    try:
+        member = tar.getmember(MANIFEST_FILE)
+        manifest = json.loads(tar.extractfile(member).read())
+    except (KeyError, AttributeError, ValueError) as err:
+        raise ArchiveError(f"the archive has no readable {MANIFEST_FILE} ({err}): it was not "
+                           "written by `runs export`; nothing imported") from err
+    if manifest.get("format") != ARCHIVE_FORMAT:
+        raise ArchiveError(f"not a {ARCHIVE_FORMAT} archive (format {manifest.get('format')!r}); "
+                           "nothing imported")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise ArchiveError(
+            f"the archive was written by a newer kit (kit {manifest.get('kit_version')}, archive "
+            f"format {manifest['format_version']}; this kit {__version__} reads format "
+            f"{FORMAT_VERSION}): update the kit, then import again; nothing imported")
+    return manifest
+
+
+def import_runs(archive: Path, store: Path, log: Callable[[str], None] = print) -> list[str]:
+    """Import the runs of ``archive`` into ``store`` (module docstring); returns their names.
+
+    Raises:
+        ArchiveError: truncated, tampered, path-escaping, from a newer kit, conflicting with
+            a different run of the same name, or a store that cannot be written; the store is
+            unchanged in every case.
+    """
+    archive, store = Path(archive), Path(store)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(store / IMPORT_LOCK_DIR, log).acquire(wait=False)
+    except OSError as err:
+        raise ArchiveError(f"the run store {store} cannot be written ({err.strerror}); choose a "
+                           "writable one with --store or $VTAGML_RUNS; nothing imported") from err
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=store))
+        names = _extract_verified(archive, staging)
+        _check_runs(staging, names, log)
+        for name in names:
+            dest = store / name
+            if dest.exists():
+                if _same_files(staging / name, dest):
+                    log(f"  {name}: already in the store (identical), kept")
+                    continue
+                raise ArchiveError(f"{dest} already exists with other contents; remove it first "
+                                   f"(`runs remove {name}`) to import this one; nothing imported")
+        if (staging / BLOBS_DIR).is_dir():   # backbones: content-addressed, kept if present
+            (store / BLOBS_DIR).mkdir(exist_ok=True)
+            for blob in (staging / BLOBS_DIR).iterdir():
+                if not (store / BLOBS_DIR / blob.name).exists():
+                    os.replace(blob, store / BLOBS_DIR / blob.name)
+        imported = []
+        for name in names:
+            if not (store / name).exists():
+                os.replace(staging / name, store / name)   # one rename per run: all or nothing
+                imported.append(name)
+        return imported
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
+
+
+def _extract_verified(archive: Path, staging: Path) -> list[str]:
+    """Extract into ``staging`` while hashing; every file checked against the manifest."""
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (OSError, tarfile.TarError, EOFError) as err:
+        raise ArchiveError(f"{archive} is not a readable archive ({err}); nothing imported") from err
+    try:
+        with tar:
+            manifest = _read_manifest(tar)
+            expected: dict = manifest["files"]
+            runs = [_safe_name(r) for r in manifest["runs"]]
+            if any("/" in r for r in runs):
+                raise ArchiveError("the manifest names a run inside another folder; nothing imported")
+            seen = set()
+            for member in tar:
+                name = _safe_name(member.name)
+                if name == MANIFEST_FILE:
+                    continue
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    raise ArchiveError(f"archive member {name!r} is a link or device; refused, "
+                                       "nothing imported")
+                if PurePosixPath(name).suffix not in ALLOWED_SUFFIXES:
+                    raise ArchiveError(f"archive member {name!r} is not a safetensors/JSON file; "
+                                       "refused (no pickled or executable files), nothing imported")
+                top = name.split("/")[0]
+                if name not in expected or (top not in runs and top != BLOBS_DIR):
+                    raise ArchiveError(f"archive member {name!r} is not in the manifest; refused, "
+                                       "nothing imported")
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                h, size = hashlib.sha256(), 0
+                source = tar.extractfile(member)
+                with target.open("wb") as out:
+                    for chunk in iter(lambda: source.read(CHUNK), b""):
+                        h.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                if h.hexdigest() != expected[name]["sha256"] or size != expected[name]["size"]:
+                    raise ArchiveError(f"{name} does not match its SHA-256 in the manifest: the "
+                                       "archive was changed or damaged; nothing imported")
+                seen.add(name)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise ArchiveError(f"{archive} is truncated or damaged ({type(err).__name__}: {err}); "
+                           "nothing imported") from err
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise ArchiveError(f"the archive lacks {len(missing)} file(s) of its manifest (e.g. "
+                           f"{missing[0]}): truncated; nothing imported")
+    return runs
+
+
+def _check_runs(staging: Path, names: list[str], log: Callable[[str], None]) -> None:
+    """Every run has its config and loadable model folders, every backbone is what its name
+    says (content address); code revisions are compared."""
+    from safetensors.torch import load_file
+
+    from vtagml_core.baselines.registry import method_revision
+
+    for blob in sorted((staging / BLOBS_DIR).glob(f"*{BLOB_SUFFIX}")):
+        try:
+            digest = tensors_digest(load_file(str(blob)))
+        except Exception as err:  # safetensors raises several types for damaged files
+            raise ArchiveError(f"backbone {blob.name} in the archive is unreadable ({err}); "
+                               "nothing imported") from err
+        if blob.name != f"{digest}{BLOB_SUFFIX}":
+            raise ArchiveError(f"backbone {blob.name} in the archive does not hold what its name "
+                               "says (content address mismatch); nothing imported")
+
+    for name in names:
+        run = staging / name
+        try:
+            config = json.loads((run / RUN_CONFIG_FILE).read_text())
+            for sub in (BEST_DIR, LAST_DIR):
+                if (run / sub / CONFIG_FILE).exists():
+                    check_model_folder(run / sub)
+        except (OSError, ValueError, CheckpointError) as err:
+            raise ArchiveError(f"run {name} in the archive is incomplete or unreadable ({err}); "
+                               "nothing imported") from err
+        info = run / RUN_INFO_FILE
+        if info.is_file():
+            payload = json.loads(info.read_text()).get("payload", {})
+            saved = payload.get("method_revision", 0)
+            now = method_revision(config["method"])
+            if payload.get("kit_version") != __version__ or saved != now:
+                log(f"  warning: {name} was trained by kit {payload.get('kit_version')} (method "
+                    f"revision {saved}); this kit is {__version__} (revision {now}): it is imported, "
+                    "but the settings will not reuse it (its key differs from what they ask for)")
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    fa = {p.relative_to(a): _sha256(p) for p in _export_files(a)}
+    fb = {p.relative_to(b): _sha256(p) for p in _export_files(b)}
+    return fa == fb
+
+
+def remove_runs(runs: list[Path]) -> None:
+    """Delete run folders, each only while no process trains into it (its lock is taken)."""
+    for run in runs:
+        with RunLock(run):
+            shutil.rmtree(run)
+
+
+__all__ = ["ARCHIVE_FORMAT", "ArchiveError", "FORMAT_VERSION", "MANIFEST_FILE", "RunSummary",
+           "export_runs", "import_runs", "list_runs", "remove_runs", "select_runs", "summarize_run"]
