@@ -80,6 +80,26 @@ def test_lookahead_affinity_equals_its_closed_form_on_quadratic_losses():
     assert torch.equal(model.theta.detach(), theta) and model.theta.grad is None
 
 
+def test_preconditioned_lookahead_divides_the_step_per_parameter():
+    model, lr = _quadratic(), 0.05
+    theta = model.theta.detach().clone()
+    d = torch.linspace(0.5, 2.0, theta.numel(), dtype=torch.float64)   # e.g. Adam's sqrt(v_hat) + eps
+    z = lookahead_affinity(model, {"image": None}, model.loss_fn, lr, params=[model.theta],
+                           precondition=[d])
+
+    def loss(i, th):
+        return 0.5 * float((model.mats[i] @ th - model.targets[i]).square().sum())
+
+    grads = [a.T @ (a @ theta - b) for a, b in zip(model.mats, model.targets)]
+    expected = torch.tensor([[1.0 - loss(t, theta - lr * grads[s] / d) / loss(t, theta) for s in range(3)]
+                             for t in range(3)], dtype=torch.float64)
+    assert torch.allclose(z, expected, atol=1e-12)
+    assert torch.equal(model.theta.detach(), theta)
+    with pytest.raises(ValueError, match="one tensor per shared parameter"):
+        lookahead_affinity(model, {"image": None}, model.loss_fn, lr, params=[model.theta],
+                           precondition=[d, d])
+
+
 def test_lookahead_of_aligned_and_opposed_tasks_has_the_expected_signs():
     # Task 1 = task 0 scaled: a step on either helps both. Task 2 pulls the other way.
     a = torch.eye(3, dtype=torch.float64)
@@ -150,8 +170,9 @@ def test_lookahead_measurements_leave_the_training_untouched(runs):
         assert torch.equal(p, q), name
     z = logged_lookahead(looked.out_dir / LOG_FILE)
     assert z.shape[1:] == (3, 3) and torch.isfinite(z).all()
-    # Step 1 has learning rate 0 (warm-up from 0): not measured; step 2 is.
-    assert [r["step"] for r in read_log(looked.out_dir / LOG_FILE, "lookahead")] == [2]
+    records = read_log(looked.out_dir / LOG_FILE, "lookahead")
+    # lookahead_every=1, Adam-shaped: every step once Adam has second moments (not step 1).
+    assert [r["step"] for r in records] == [2] and records[0]["lr"] > 0
 
 
 def test_omega_replayed_from_the_log_is_the_models(runs):

@@ -316,6 +316,9 @@ def test_runner_report_and_failures(tmp_path):
     assert "| x | 1 |" in report and "steps 2" in report
     assert "[figure: bars](figures/00_ok_cell4_1.html)" in report
     assert (tmp_path / "out" / "figures" / "00_ok_cell4_1.html").is_file()
+    if _static_images_possible():  # report.md shows the figure itself, not only a link to it
+        assert "![bars](figures/00_ok_cell4_1.png)" in report
+        assert (tmp_path / "out" / "figures" / "00_ok_cell4_1.png").read_bytes().startswith(PNG_MAGIC)
     assert "01_fails.ipynb cell 3 (`1 / 0`): ZeroDivisionError" in report
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<table>" in html and "plotly.min.js" in html and "ZeroDivisionError" in html
@@ -345,3 +348,92 @@ def test_cli_lists_the_notebooks():
     assert res.returncode == 0, res.stderr
     for stem in ("00_setup_and_benchmark", "01_frozen_backbone", "02_troa", "03_taa", "04_tsn"):
         assert stem in res.stdout
+
+
+# ------------------------------------------------------------------------------- static figures
+#: The first bytes of every PNG file.
+PNG_MAGIC = b"\x89PNG"
+
+
+def _static_images_possible() -> bool:
+    """kaleido and a Chromium are here (``make test`` installs both; elsewhere these skip)."""
+    from vtagml_core.viz.static import ensure_browser_path
+
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False
+    return ensure_browser_path() is not None
+
+
+def test_static_renderer_puts_an_image_next_to_the_interactive_figure():
+    import base64
+
+    import plotly.io as pio
+
+    from vtagml_core.viz.static import PLOTLY_MIME, RENDERER_NAME, StaticAndInteractiveRenderer, use_static_renderer
+
+    if not _static_images_possible():
+        pytest.skip("kaleido or Chromium missing: `make test` installs both")
+    bundle = StaticAndInteractiveRenderer().to_mimebundle(go.Figure(go.Bar(y=[1, 2])).to_dict())
+    assert bundle[PLOTLY_MIME]["data"][0]["type"] == "bar"
+    assert base64.b64decode(bundle["image/png"]).startswith(PNG_MAGIC)
+    previous = pio.renderers.default
+    try:
+        assert use_static_renderer() == RENDERER_NAME and pio.renderers.default == RENDERER_NAME
+        shown = go.Figure(go.Bar(y=[3]))._repr_mimebundle_()
+        assert PLOTLY_MIME in shown and "image/png" in shown
+    finally:
+        pio.renderers.default = previous
+
+
+@pytest.mark.slow
+def test_nbconvert_html_of_an_executed_notebook_shows_the_figure(tmp_path):
+    """Executed headless (papermill, as the runner and a plain papermill call do), a plotly
+    figure's output carries a PNG, so nbconvert's HTML (and GitHub) show an <img> for it."""
+    import json
+
+    papermill = pytest.importorskip("papermill")
+    if not _static_images_possible():
+        pytest.skip("kaleido or Chromium missing: `make test` installs both")
+    nb = tmp_path / "00_figure.ipynb"
+    _tiny_notebook(nb, [v4.new_code_cell("from vtagml_core.viz.static import use_static_renderer\n"
+                                         "use_static_renderer()"),
+                        v4.new_code_cell("import plotly.graph_objects as go\n"
+                                         "go.Figure(go.Bar(y=[1, 2])).update_layout(title='bars')")])
+    executed = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(nb), str(executed), kernel_name="python3", cwd=str(tmp_path),
+                               progress_bar=False)
+    outputs = [o for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", [])]
+    data = next(o["data"] for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {}))
+    assert "image/png" in data
+    res = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(executed)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    import re
+
+    page = (tmp_path / "executed.html").read_text()
+    assert re.search(r'<img [^>]*src="data:image/png;base64,', page), "nbconvert shows no image"
+
+
+def test_report_ends_with_the_claims_checklist(tmp_path):
+    import json
+
+    from vtagml_core.experiments.seeds import summarize
+    from vtagml_core.nbtools.report import write_report
+    from vtagml_core.nbtools.results import RunResult
+
+    artifacts = tmp_path / "artifacts"
+    results = artifacts / "settings" / "setting_results"
+    results.mkdir(parents=True)
+    col = {"key": "S-D/delta_m", "label": "S-D dm", "metric": "delta_m", "group": "S-D", "task": "",
+           "lower_is_better": False, "zero_shot": False}
+    rows = [{"label": label, "method": method, "kind": "method", "note": "", "cells": {col["key"]: summarize(v)}}
+            for label, method, v in (("VTAGML", "vtagml", [5.0, 5.2, 5.1]), ("vanilla", "vanilla_mtl", [1.0, 1.1, 0.9]))]
+    (results / "mtl.json").write_text(json.dumps({"setting": "mtl", "columns": [col], "rows": rows}))
+    md, _ = write_report(RunResult("smoke", tmp_path, {"output_dir": str(artifacts)}))
+    text = md.read_text()
+    assert "## The paper's claims" in text and "| (a) |" in text and "| (f) |" in text
+    assert "S-D dm: VTAGML +5.10 vs vanilla +1.00" in text and "VTAGML better" in text
+    md, _ = write_report(RunResult("smoke", tmp_path / "none", {"output_dir": str(tmp_path / "empty")}))
+    assert "The paper's claims" not in md.read_text()

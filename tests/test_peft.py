@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from vtagml_core.baselines.factory import load_model
 from vtagml_core.baselines.mtlora import (
@@ -66,10 +68,30 @@ STEPS = 3
 STREAM_ATOL = 1e-5
 
 
-def _cfg(tasks: str = TASKS) -> ModelConfig:
+def _cfg(tasks: str = TASKS, weights: Path | None = None) -> ModelConfig:
     cfg = load_kit_config(preset="smoke").model
     cfg.tasks = tasks
+    cfg.backbone.weights = None if weights is None else str(weights)
     return cfg
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A "pretrained" tiny Swin V2 weights file: random weights, every LayerNorm weight 1.
+
+    A never-trained timm Swin V2 has residual post-norms of weight 0 (``init_respostnorm``), so
+    every block is the identity and LoRA inside a block gets no gradient; a trained backbone
+    (ImageNet, the kit's pretext one) has non-zero norms, which this file imitates.
+    """
+    torch.manual_seed(SEED)
+    backbone = FrozenBackbone(SMOKE.backbone)
+    with torch.no_grad():
+        for m in backbone.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.fill_(1.0)
+    path = tmp_path_factory.mktemp("weights") / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(path))
+    return path
 
 
 def _batch(b: int = BATCH, seed: int = 1) -> dict:
@@ -84,11 +106,11 @@ def _batch(b: int = BATCH, seed: int = 1) -> dict:
             "valid": torch.ones(shape, dtype=torch.bool)}
 
 
-def _build(method: str, seed: int = SEED, **kw) -> torch.nn.Module:
+def _build(method: str, weights: Path | None = None, seed: int = SEED, **kw) -> torch.nn.Module:
     torch.manual_seed(seed)
     if kw:
-        return MTLoRA(effective_config(method, _cfg()), **kw)
-    return build_model(method, _cfg())
+        return MTLoRA(effective_config(method, _cfg(weights=weights)), **kw)
+    return build_model(method, _cfg(weights=weights))
 
 
 def _task_streams(model: torch.nn.Module, images: torch.Tensor) -> list[list[torch.Tensor]]:
@@ -103,13 +125,13 @@ def _rows(model: torch.nn.Module) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, weights):
     """``{method: (model, state before, streams before, losses, checkpoint folder)}`` after STEPS steps."""
     root = tmp_path_factory.mktemp("peft")
     out = {}
     images = _batch()["image"]
     for method in METHODS:
-        model = _build(method)
+        model = _build(method, weights)
         before = {k: v.clone() for k, v in model.state_dict().items()}
         streams = _task_streams(model, images)
         model.train()
@@ -156,10 +178,9 @@ def test_task_lora_linear_gives_each_stacked_task_stream_its_own_update():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_both_start_exactly_as_the_frozen_backbone(method):
-    torch.manual_seed(SEED)
-    frozen = FrozenBackbone(SMOKE.backbone)          # built first in both models: same weights
-    model = _build(method)
+def test_both_start_exactly_as_the_frozen_backbone(method, weights):
+    frozen = FrozenBackbone(_cfg(weights=weights).backbone)    # the same pretrained weights
+    model = _build(method, weights)
     images = _batch()["image"]
     with torch.no_grad():
         ref = frozen(images)
@@ -229,7 +250,8 @@ def test_mtlora_trains_only_lora_matrices_and_decoders():
     lora = {n for n in trainable if n.startswith("backbone.") and n.rsplit(".", 1)[-1] in ("A", "B")}
     assert lora and all(".lora." in n or ".task_loras." in n for n in lora)
     assert trainable - lora == {n for n, _ in model.decoder.named_parameters(prefix="decoder")}
-    assert all(not p.requires_grad for n, p in model.named_parameters() if ".base." in n)
+    wrapped = [p for n, p in model.named_parameters() if n.split(".")[-2] == "base"]   # the W inside LoRA
+    assert wrapped and not any(p.requires_grad for p in wrapped)
 
 
 def test_norm_only_trains_only_per_task_norms_and_decoders():
@@ -274,7 +296,10 @@ def test_features_change_so_the_backbone_is_not_frozen_for_the_trainer(trained, 
     model = trained[method][0]
     assert model.backbone.frozen is False and backbone_frozen(model) is False   # no feature cache
     assert model.config.backbone.frozen is True                                 # no pretrained weight trains
-    assert any(k.startswith("backbone.") for k in mutable_model_state(model))   # training state keeps them
+    # the training state keeps the trained tensors inside the backbone, not the frozen weights
+    kept = {k for k in mutable_model_state(model) if k.startswith("backbone.")}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert kept and kept <= trainable
     model.train()
     assert not model.backbone.training and not any(m.training for m in model.backbone.modules())
     images = _batch()["image"]
@@ -299,7 +324,7 @@ def test_smoke_config_forward_backward_reaches_every_trainable_parameter(method)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_save_and_load_through_the_factory(trained, method):
+def test_save_and_load_through_the_factory(trained, method, weights):
     model, _, _, _, folder = trained[method]
     assert json.loads((folder / CONFIG_FILE).read_text())["method"] == method
     loaded = load_model(folder)
@@ -311,7 +336,7 @@ def test_save_and_load_through_the_factory(trained, method):
     with torch.no_grad():
         a, b = model(images), loaded(images)
     assert all(torch.equal(a[t], b[t]) for t in model.tasks)
-    assert load_model(folder, config=_cfg(), method=method).method == method
+    assert load_model(folder, config=_cfg(weights=weights), method=method).method == method
 
 
 # --------------------------------------------------------------------------- errors and wiring
@@ -359,6 +384,16 @@ def test_registry_compare_and_params_command_know_both(capsys):
     assert capsys.readouterr().out.startswith("VTAGML, backbone")
     assert cli_main(["params", "--preset", "smoke", "--method", "lora"]) == 2
     assert "valid methods" in capsys.readouterr().err
+
+
+def test_mtlora_options_are_reached_by_set():
+    """``--set model.mtlora.*`` reaches the options (they are part of the config, hence the key)."""
+    cfg = load_kit_config(preset="smoke", overrides=["model.mtlora.rank=2", "model.mtlora.alpha=8",
+                                                     "model.mtlora.targets=[qkv]"])
+    assert (cfg.model.mtlora.rank, cfg.model.mtlora.targets) == (2, ["qkv"])
+    small = build_model("mtlora", cfg.model).parameter_report()[-1]["trainable"]
+    default = build_model("mtlora", load_kit_config(preset="smoke").model).parameter_report()[-1]["trainable"]
+    assert small < default
 
 
 def test_lora_module_scaling_is_alpha_over_rank():

@@ -24,7 +24,7 @@ MTLoRA Sec. 3, Task-Specific LoRA    :class:`TaskLoRALinear` in the **last block
 stage splits into one stream per     stage), and each task t gets its own stream
 task                                 ``W x_t + (alpha_t / r_t) B_t A_t x_t``; ``qkv`` stays
                                      task-agnostic there (as in the MTLoRA code)
-MTLoRA Sec. 3, multi-scale task-     every tapped stage's task streams are task t's stage maps at
+MTLoRA Sec. 3, multi-scale task-     each task-specific stage's streams are task t's stage maps at
 specific feature sharing: each       strides 4, 8, 16, 32; they feed **task t's VTAGML decoder**
 task's decoder reads its own         (:class:`~vtagml_core.model.heads.MultiTaskDecoder`, the same
 stage maps                           per-task decoders and heads as ``vtagml`` and ``vanilla_mtl``)
@@ -34,8 +34,8 @@ loss                                 the kit's weighted sum (``MultiTaskLoss``);
 Where the kit simplifies, and why:
 
 * **Only the LoRA matrices train inside the backbone.** MTLoRA's code also unfreezes the layer
-  norms, the patch embedding and the relative position bias by default (its ``mark_only_lora_as_
-  trainable`` filters). The kit keeps every pretrained weight frozen, so the comparison measures
+  norms, the patch embedding and the relative position bias by default (the filters of its
+  ``mark_only_lora_as_trainable``). The kit keeps every pretrained weight frozen, so the comparison measures
   LoRA alone; training the norms is what the ``norm_only`` method measures
   (:mod:`.norm_only`).
 * **Scales are alpha / r**, Hu et al.'s convention; MTLoRA's code multiplies by a fixed scale
@@ -56,15 +56,25 @@ Where the kit simplifies, and why:
   gradient (DistributedDataParallel refuses such parameters). Its shared map, still returned in
   :attr:`MTLoRAFeatures.stages`, is the frozen layers' output there.
 
+**A never-trained backbone gives LoRA nothing to adapt.** timm starts Swin V2's residual
+post-norms at weight 0 (``init_respostnorm``), so in a randomly initialised Swin V2 (the smoke
+preset's backbone) every block is the identity and a LoRA inside a block gets exactly zero
+gradient: MTLoRA then trains only its decoders (and a ``reduction`` LoRA, whose patch-merging norm
+is not zeroed). Every pretrained backbone (timm's ImageNet weights, the kit's pretext-pretrained
+one) has non-zero norms. VTAGML's TSN works around the same zeros (``tsn_init_params``); MTLoRA
+cannot without changing frozen weights, so it does not.
+
 **Why ``model.backbone.frozen`` is False although no pretrained weight trains.** The flag answers
 the question the trainer asks of it: "are this backbone's features a fixed function of the
 image?" (the feature cache and the training state rely on it, see
 :func:`vtagml_core.train.state.backbone_frozen`). With LoRA inside, they change every step, so
-the features are computed in every forward and the whole model goes into the training state. The
-*config* keeps ``backbone.frozen=true``: the pretrained weights never change.
+the features are computed in every forward. The *config* keeps ``backbone.frozen=true``: the
+pretrained weights never change, so checkpoints and training states leave them out
+(:func:`vtagml_core.model.checkpoint.frozen_backbone_keys` goes by ``requires_grad``).
 
-The options are :class:`MTLoRAConfig`; a model config with a field ``mtlora`` of that type
-overrides the defaults, as for the peers (:mod:`.peers`). docs/settings.md, "The methods".
+The options are :class:`~vtagml_core.model.config.MTLoRAConfig`, the model config's
+``model.mtlora`` section: ``--set model.mtlora.rank=16`` reaches them. docs/settings.md, "The
+methods".
 """
 from __future__ import annotations
 
@@ -82,7 +92,7 @@ from torch import Tensor, nn
 from vtagml_core.model.backbone import IMAGE_CHANNELS, BackboneConfig, BackboneOutput, FrozenBackbone
 from vtagml_core.model.heads import MultiTaskDecoder
 from vtagml_core.model.params import parameter_table
-from vtagml_core.model.vtagml import ModelConfig
+from vtagml_core.model.config import LORA_TARGETS, MTLoRAConfig, ModelConfig
 from vtagml_core.tasks import parse_tasks
 
 from .simple import FROZEN_BACKBONE_ROW, vanilla_mtl_config
@@ -97,63 +107,14 @@ BLOCK_TARGETS: dict[str, tuple[str, str]] = {
     "fc1": ("mlp", "fc1"),
     "fc2": ("mlp", "fc2"),
 }
-#: The patch-merging projection between stages (MTLoRA+: "low-rank modules in the patch merging").
+#: The patch-merging projection between stages (MTLoRA+ adds LoRA to the patch-merging layers).
 REDUCTION_TARGET: str = "reduction"
-#: Every valid entry of :attr:`MTLoRAConfig.targets`.
-LORA_TARGETS: tuple[str, ...] = (*BLOCK_TARGETS, REDUCTION_TARGET)
 #: Targets that stay task-agnostic inside a task-specific block: the attention's q, k, v (the
 #: MTLoRA code builds its last-block ``qkv`` with ``tasks=None``), so every stream attends alike.
 TASK_AGNOSTIC_IN_TS_BLOCK: frozenset[str] = frozenset({"qkv"})
 #: Parameter-report rows.
 TA_LORA_ROW: str = "TA-LoRA (task-agnostic)"
 TS_LORA_ROW: str = "TS-LoRA (task-specific)"
-
-
-@dataclass
-class MTLoRAConfig:
-    """MTLoRA's own settings (the rest comes from :class:`ModelConfig`).
-
-    Attributes:
-        rank: r of every task-agnostic LoRA (TA-LoRA).
-        alpha: its scale is ``alpha / rank`` (Hu et al. Sec. 4.1); 32 / 8 = 4, MTLoRA's scale.
-        task_rank: r of every task-specific LoRA (TS-LoRA), one per task and adapted layer.
-        task_alpha: its scale is ``task_alpha / task_rank``; 16 / 4 = 4.
-        targets: which linear layers get LoRA: any of ``qkv``, ``proj`` (the attention's
-            projections, the default), ``fc1``, ``fc2`` (the MLP; MTLoRA's released configs
-            adapt them too) and ``reduction`` (patch merging, MTLoRA+).
-        task_specific_stages: stages (0-based) whose last block splits into task streams (TS-LoRA);
-            None = every stage (the paper's multi-scale design); ``[]`` = TA-LoRA only (plain LoRA
-            with per-task decoders).
-    """
-
-    rank: int = 8
-    alpha: float = 32.0
-    task_rank: int = 4
-    task_alpha: float = 16.0
-    targets: list[str] = field(default_factory=lambda: ["qkv", "proj"])
-    task_specific_stages: list[int] | None = None
-
-    def validate(self) -> None:
-        """Raise ValueError naming the field when a setting is out of range."""
-        for name in ("rank", "task_rank"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"MTLoRAConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("alpha", "task_alpha"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"MTLoRAConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        unknown = [t for t in self.targets if t not in LORA_TARGETS]
-        if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
-            raise ValueError(f"MTLoRAConfig.targets must be distinct names from {list(LORA_TARGETS)}, "
-                             f"at least one; got {self.targets!r}")
-
-    def stages(self, num_stages: int) -> list[int]:
-        """The task-specific stages for a backbone of ``num_stages`` stages (sorted, checked)."""
-        stages = list(range(num_stages)) if self.task_specific_stages is None else self.task_specific_stages
-        bad = [s for s in stages if not 0 <= s < num_stages]
-        if bad or len(set(stages)) != len(stages):
-            raise ValueError(f"MTLoRAConfig.task_specific_stages must be distinct stages in 0-{num_stages - 1} "
-                             f"(this backbone has {num_stages}); got {self.task_specific_stages!r}")
-        return sorted(stages)
 
 
 # --------------------------------------------------------------------------- LoRA layers
@@ -495,7 +456,7 @@ class MTLoRA(PEFTMultiTask):
 
     def __init__(self, config: ModelConfig, options: MTLoRAConfig | None = None) -> None:
         super().__init__(config)
-        cfg = options if options is not None else getattr(config, "mtlora", None) or MTLoRAConfig()
+        cfg = options if options is not None else config.mtlora
         cfg.validate()
         self.options = cfg
         self.backbone = LoRABackbone(config.backbone, len(self.tasks), cfg)

@@ -118,9 +118,8 @@ def _register_peers() -> None:
 #: its model changes in a way its config does not record.
 #:
 #: - peers, revision 1: :class:`~.common.FullResHeads` gained its two GroupNorms (HEAD_NORM).
-#: - mtlora, norm_only, revision 1: their first version. MTLoRA's options
-#:   (:class:`~.mtlora.MTLoRAConfig`: ranks, alphas, targets) are not fields of the model config,
-#:   so a change to their defaults must bump mtlora's revision.
+#: - mtlora, norm_only, revision 1: their first version. MTLoRA's options are the model
+#:   config's ``model.mtlora`` section (ranks, alphas, targets), so they are in the run key.
 METHOD_REVISIONS: dict[str, int] = {"mtformer": 1, "demtg": 1, "autotaskformer": 1,
                                     "mtlora": 1, "norm_only": 1}
 

@@ -28,8 +28,9 @@ ALL_VARIANTS, NO_VARIANTS = "all", "none"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vtagml_core.experiments.affinity import (DEFAULT_LOOKAHEAD_EVERY, DEFAULT_PAIR_METHOD,
-                                                  DEFAULT_TASKS, TROA_VARIANTS)
+    from vtagml_core.experiments.affinity import (DEFAULT_LOOKAHEAD_EVERY, DEFAULT_LOOKAHEAD_STEP,
+                                                  DEFAULT_PAIR_METHOD, DEFAULT_TASKS, LOOKAHEAD_STEPS,
+                                                  TROA_VARIANTS)
 
     add_config_arguments(parser)
     parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"task set, >= 3 tasks (default: {DEFAULT_TASKS})")
@@ -37,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookahead-every", type=int, default=DEFAULT_LOOKAHEAD_EVERY,
                         help=f"steps between lookahead measurements (default: {DEFAULT_LOOKAHEAD_EVERY})")
     parser.add_argument("--lookahead-lr", type=float, default=None,
-                        help="lookahead SGD step size (default: the training learning rate of the step)")
+                        help="lookahead step size (default: the training learning rate of the step)")
+    parser.add_argument("--lookahead-step", default=DEFAULT_LOOKAHEAD_STEP, choices=list(LOOKAHEAD_STEPS),
+                        help="adam: divided by Adam's sqrt(v_hat) (default); sgd: Fifty et al.'s plain step")
     parser.add_argument("--pair-method", default=DEFAULT_PAIR_METHOD,
                         help=f"method of the pair models (default: {DEFAULT_PAIR_METHOD})")
     parser.add_argument("--variants", default=NO_VARIANTS,
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     opts = AffinityOptions(tasks=args.tasks, lookahead_every=args.lookahead_every,
-                           lookahead_lr=args.lookahead_lr, pair_method=args.pair_method,
+                           lookahead_lr=args.lookahead_lr, lookahead_step=args.lookahead_step,
+                           pair_method=args.pair_method,
                            variants=parse_variants(args.variants, args.custom_variants)).validate()
     ctx = build_context(args.preset, args.config, args.overrides, args.seeds, args.runs,
                         args.settings_config, args.settings_overrides, store=store_from_args(args))

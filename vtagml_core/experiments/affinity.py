@@ -17,6 +17,14 @@ other when trained together (project issue 17). Four pieces:
     measured every ``lookahead_every`` steps during the all-task training run
     (:class:`LookaheadTrainer`) and averaged over training. The weights are restored after each
     lookahead and the optimizer is never called, so the run's numbers are those of a plain run.
+    **The step.** Fifty et al. write a plain SGD step at the training learning rate. The kit trains
+    with Adam, whose steps are normalised by the running gradient RMS; an SGD step of Adam's
+    learning rate on the raw gradient is then so small that the losses move by less than float32
+    resolves (measured, quick preset: |Z| ~ 1e-6, mostly exact zeros). So the default lookahead
+    step is the Adam-shaped one, ``theta_s - lr * grad L_n / (sqrt(v_hat) + eps)`` with the
+    optimizer's current second moments ``v_hat`` (read, never written), i.e. the step the
+    optimizer would take if task n's gradient were the whole update (without momentum);
+    ``lookahead_step="sgd"`` is the formula as printed.
 (c) **Ground truth**: the gain of training task t together with task n over training t alone,
     in percent of the single-task model's primary metric (the delta_m term of task t, positive =
     better together), for every ordered pair: one pair model per unordered pair (it gives both
@@ -76,6 +84,9 @@ LOOKAHEAD_KIND: str = "lookahead"
 DEFAULT_TASKS: str = "S-D-N-E"
 #: Default optimizer steps between two lookahead measurements (the quick preset trains 640).
 DEFAULT_LOOKAHEAD_EVERY: int = 10
+#: Lookahead steps: Adam-shaped (default, see the module docstring) or Fifty et al.'s plain SGD.
+LOOKAHEAD_STEPS: tuple[str, ...] = ("adam", "sgd")
+DEFAULT_LOOKAHEAD_STEP: str = "adam"
 #: Method of the pair models (the ground truth's "trained together").
 DEFAULT_PAIR_METHOD: str = "vtagml"
 #: Loss below which a task's lookahead ratio is not defined (a batch without a valid pixel).
@@ -174,11 +185,14 @@ def shared_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def lookahead_affinity(model: nn.Module, batch: dict, loss_fn: Callable[[dict, dict], tuple],
                        lr: float, *, tasks: Sequence[str] | None = None,
-                       params: Sequence[nn.Parameter] | None = None, features: Any = None) -> Tensor:
+                       params: Sequence[nn.Parameter] | None = None, features: Any = None,
+                       precondition: Sequence[Tensor] | None = None) -> Tensor:
     """Fifty et al.'s lookahead affinity on one batch: ``Z[t, n]``, ``(N, N)`` float64.
 
-    ``Z[t, n] = 1 - L_t(theta_s - lr * grad_{theta_s} L_n) / L_t(theta_s)``: positive when one
-    SGD step on task n's loss, over the shared parameters ``theta_s`` only, lowers task t's loss.
+    ``Z[t, n] = 1 - L_t(theta_s - lr * grad_{theta_s} L_n / d) / L_t(theta_s)``: positive when one
+    step on task n's loss, over the shared parameters ``theta_s`` only, lowers task t's loss.
+    ``d = 1`` is the SGD step of the paper; ``precondition`` gives a per-parameter ``d`` (e.g.
+    Adam's ``sqrt(v_hat) + eps``, see the module docstring).
 
     Args:
         model: called as ``model(batch["image"], features=features)`` (``features`` only when
@@ -188,12 +202,18 @@ def lookahead_affinity(model: nn.Module, batch: dict, loss_fn: Callable[[dict, d
         lr: the lookahead step size (Fifty et al.: the training learning rate).
         tasks: the tasks, in the matrix order (default ``model.tasks``).
         params: the shared parameters (default :func:`shared_parameters`).
+        precondition: one positive tensor per parameter (its shape), dividing the gradient;
+            None = plain SGD.
 
     Every parameter is restored bit for bit before returning (also on an error); no ``.grad``
     and no optimizer state is touched (gradients come from :func:`torch.autograd.grad`).
     """
     tasks = list(tasks if tasks is not None else model.tasks)
     params = list(params if params is not None else shared_parameters(model))
+    divisors: list[Tensor | None] = [None] * len(params) if precondition is None else list(precondition)
+    if len(divisors) != len(params):
+        raise ValueError(f"precondition needs one tensor per shared parameter ({len(params)}), "
+                         f"got {len(divisors)}")
 
     def losses() -> dict[str, Tensor]:
         out = model(batch["image"]) if features is None else model(batch["image"], features=features)
@@ -209,9 +229,9 @@ def lookahead_affinity(model: nn.Module, batch: dict, loss_fn: Callable[[dict, d
     try:
         for j, grad in enumerate(grads):
             with torch.no_grad():
-                for p, g in zip(params, grad):
+                for p, g, d in zip(params, grad, divisors):
                     if g is not None:
-                        p.sub_(lr * g)                                         # theta_s - lr grad L_n
+                        p.sub_(lr * (g if d is None else g / d))               # theta_s - lr grad L_n / d
                 after = losses()
                 moved = torch.stack([after[t].detach().double() for t in tasks])   # L_t(theta')
             ok = base.abs() > LOSS_EPS
@@ -232,35 +252,60 @@ class LookaheadTrainer(Trainer):
     Before optimizer step i (0-based) with ``i % lookahead_every == 0`` it measures
     :func:`lookahead_affinity` on that step's batch at the current weights and logs
     ``{"kind": "lookahead", "step": i + 1, "lr": ..., "lookahead": Z}``; then the step runs as
-    usual. The measurement restores every weight and draws no random number, so losses, omega
-    and checkpoints are those of the plain trainer, and resume is exact (a resumed step measures
-    again, the log keeps records up to the saved step).
+    usual. The measurement restores every weight, reads (never writes) the optimizer's state and
+    draws no random number, so losses, omega and checkpoints are those of the plain trainer, and
+    resume is exact (a resumed step measures again; the log keeps records up to the saved step).
 
     Args:
         lookahead_every: steps between measurements (>= 1).
         lookahead_lr: lookahead step size; None = the learning rate of the step (a step whose
-            learning rate is 0, e.g. the very first of a warm-up from 0, is not measured).
+            learning rate is 0 is not measured).
+        lookahead_step: ``"adam"`` (default: divided by Adam's current ``sqrt(v_hat) + eps``;
+            the first step, before Adam has any statistics, is not measured) or ``"sgd"``.
         (the rest as :class:`~vtagml_core.train.trainer.Trainer`)
     """
 
     def __init__(self, *args: Any, lookahead_every: int = DEFAULT_LOOKAHEAD_EVERY,
-                 lookahead_lr: float | None = None, **kwargs: Any) -> None:
+                 lookahead_lr: float | None = None, lookahead_step: str = DEFAULT_LOOKAHEAD_STEP,
+                 **kwargs: Any) -> None:
         if lookahead_every < 1:
             raise ValueError(f"lookahead_every must be >= 1 steps, got {lookahead_every}")
         if lookahead_lr is not None and not lookahead_lr > 0:
             raise ValueError(f"lookahead_lr must be > 0 (or None: the training lr), got {lookahead_lr}")
+        if lookahead_step not in LOOKAHEAD_STEPS:
+            raise ValueError(f"lookahead_step must be one of {LOOKAHEAD_STEPS}, got {lookahead_step!r}")
         self.lookahead_every, self.lookahead_lr = int(lookahead_every), lookahead_lr
+        self.lookahead_step = lookahead_step
         super().__init__(*args, **kwargs)
+
+    def adam_denominators(self, params: Sequence[nn.Parameter]) -> list[Tensor] | None:
+        """Adam's ``sqrt(v_hat) + eps`` of each parameter, read from the optimizer; None before
+        its first step (no second moments yet)."""
+        group = self.optimizer.param_groups[0]
+        beta2, eps = group["betas"][1], group["eps"]
+        out = []
+        for p in params:
+            state = self.optimizer.state.get(p, {})
+            if "exp_avg_sq" not in state:
+                return None
+            bias = 1.0 - beta2 ** float(state["step"])                  # Adam's bias correction
+            out.append((state["exp_avg_sq"] / bias).sqrt() + eps)       # sqrt(v_hat) + eps
+        return out
 
     def training_step(self, batch: dict) -> dict[str, Any]:
         step = self.progress.global_step
         batch = move_batch(batch, self.device)
         lr = self.lookahead_lr if self.lookahead_lr is not None else self.scheduler.get_last_lr()[0]
         if step % self.lookahead_every == 0 and lr > 0:
-            with self.autocast():
-                z = lookahead_affinity(self.model, batch, self.compute_losses, lr, tasks=self.tasks,
-                                       features=self.features(batch))
-            self.logger.log({"kind": LOOKAHEAD_KIND, "step": step + 1, "lr": lr, "lookahead": z.tolist()})
+            params = shared_parameters(self.model)
+            denominators = self.adam_denominators(params) if self.lookahead_step == "adam" else None
+            if self.lookahead_step == "sgd" or denominators is not None:
+                with self.autocast():
+                    z = lookahead_affinity(self.model, batch, self.compute_losses, lr, tasks=self.tasks,
+                                           params=params, features=self.features(batch),
+                                           precondition=denominators)
+                self.logger.log({"kind": LOOKAHEAD_KIND, "step": step + 1, "lr": lr,
+                                 "lookahead": z.tolist()})
         return super().training_step(batch)
 
 
@@ -310,6 +355,7 @@ class AffinityOptions:
         tasks: the task set (N tasks: N single-task, N(N-1)/2 pair models per seed).
         lookahead_every: steps between lookahead measurements in the all-task run.
         lookahead_lr: lookahead step size; None = the training learning rate of the step.
+        lookahead_step: ``"adam"`` or ``"sgd"`` (module docstring).
         pair_method: the method of the pair models (and of the all-task runs' comparison).
         variants: ``{label: overrides}`` of extra all-task runs (TROA settings, e.g.
             :data:`TROA_VARIANTS`); the default run is always there.
@@ -319,6 +365,7 @@ class AffinityOptions:
     tasks: str = DEFAULT_TASKS
     lookahead_every: int = DEFAULT_LOOKAHEAD_EVERY
     lookahead_lr: float | None = None
+    lookahead_step: str = DEFAULT_LOOKAHEAD_STEP
     pair_method: str = DEFAULT_PAIR_METHOD
     variants: dict[str, tuple[str, ...]] = field(default_factory=dict)
     split: str = "test"
@@ -329,6 +376,8 @@ class AffinityOptions:
                              f"N (N - 1) >= 6 ordered pairs), got {self.tasks!r}; e.g. S-D-N-E")
         if self.lookahead_every < 1:
             raise ValueError(f"lookahead_every must be >= 1, got {self.lookahead_every}")
+        if self.lookahead_step not in LOOKAHEAD_STEPS:
+            raise ValueError(f"lookahead_step must be one of {LOOKAHEAD_STEPS}, got {self.lookahead_step!r}")
         if DEFAULT_VARIANT in self.variants:
             raise ValueError(f"{DEFAULT_VARIANT!r} names the default run; give the variant another label")
         return self
@@ -337,9 +386,10 @@ class AffinityOptions:
 def lookahead_spec(ctx: SettingContext, opts: AffinityOptions, seed: int) -> RunSpec:
     """The all-task VTAGML run with lookahead measurements (its own key: ``extra``)."""
     cfg = ctx.config(opts.tasks, seed=seed)
-    extra = {"lookahead_every": opts.lookahead_every, "lookahead_lr": opts.lookahead_lr}
+    extra = {"lookahead_every": opts.lookahead_every, "lookahead_lr": opts.lookahead_lr,
+             "lookahead_step": opts.lookahead_step}
     factory = functools.partial(LookaheadTrainer, lookahead_every=opts.lookahead_every,
-                                lookahead_lr=opts.lookahead_lr)
+                                lookahead_lr=opts.lookahead_lr, lookahead_step=opts.lookahead_step)
     return RunSpec(f"affinity: vtagml {opts.tasks} with lookahead", cfg, "vtagml", extra=extra,
                    trainer_factory=factory)
 
@@ -422,14 +472,11 @@ def run_affinity(ctx: SettingContext, opts: AffinityOptions) -> dict[str, Any]:
     rows = []
     for name in names:
         rhos = [s["rho"][name] for s in per_seed]
-        cells = {"rho": _stat(rhos)}
-        valid = [r for r in rhos if r is not None]
-        if valid:
-            cells["positive"] = summarize([float(sum(r > 0 for r in valid)) / len(valid)])
-        rows.append(row(name, {k: v for k, v in cells.items() if v is not None}, method=name,
-                        note=f"{len(rhos) - len(valid)} seed(s) without a ranking (ties)" if len(valid) < len(rhos) else ""))
-    columns = [column("rho", "Spearman ρ vs ground truth↑", "rho", lower_is_better=False),
-               column("positive", "share of seeds with ρ > 0", "share")]
+        stat = _stat(rhos)
+        missing = sum(r is None for r in rhos)
+        rows.append(row(name, {"rho": stat} if stat is not None else {}, method=name,
+                        note=f"{missing} seed(s) without a ranking (ties)" if missing else ""))
+    columns = [column("rho", "Spearman ρ vs ground truth↑", "rho", lower_is_better=False)]
     labels = [DEFAULT_VARIANT, *opts.variants]
     q_columns = [column(t, f"{TASK_LABELS[t]}{arrow(PRIMARY_METRICS[t])}", PRIMARY_METRICS[t], task=t,
                         lower_is_better=METRIC_DIRECTIONS[PRIMARY_METRICS[t]]) for t in tasks]
@@ -447,8 +494,9 @@ def run_affinity(ctx: SettingContext, opts: AffinityOptions) -> dict[str, Any]:
         f"{opts.pair_method} model of the pair over task t's single-task model, on the {opts.split} "
         f"split; {n} single-task and {n * (n - 1) // 2} pair models per seed.",
         "Measures, all indexed [target t, source n]: TROA's omega (replayed from the run's logged "
-        "similarities), the time-averaged gradient cosine, and Fifty et al.'s lookahead Z (one SGD "
-        f"step on the shared adapters, every {opts.lookahead_every} steps, averaged).",
+        "similarities), the time-averaged gradient cosine, and Fifty et al.'s lookahead Z (one "
+        f"{'Adam-shaped' if opts.lookahead_step == 'adam' else 'SGD'} step on the shared adapters, "
+        f"every {opts.lookahead_every} steps, averaged).",
         f"Spearman ρ over the {n * (n - 1)} ordered pairs, per seed; cells are mean ± std over seeds. "
         "ρ = 1: the measure orders the pairs as the ground truth does; 0: no relation.",
         "A TROA omega collapsed to the identity ranks its off-diagonal entries by tiny numbers (or "
@@ -459,6 +507,7 @@ def run_affinity(ctx: SettingContext, opts: AffinityOptions) -> dict[str, Any]:
                            tasks=list(tasks), options={"tasks": opts.tasks,
                                                        "lookahead_every": opts.lookahead_every,
                                                        "lookahead_lr": opts.lookahead_lr,
+                                                       "lookahead_step": opts.lookahead_step,
                                                        "pair_method": opts.pair_method,
                                                        "variants": {k: list(v) for k, v in opts.variants.items()},
                                                        "split": opts.split},
@@ -471,11 +520,12 @@ def run_affinity(ctx: SettingContext, opts: AffinityOptions) -> dict[str, Any]:
 
 
 def matrix_markdown(matrix: list[list[float]], tasks: Sequence[str], caption: str, digits: int = 3) -> str:
-    """A ``[target t, source n]`` matrix as a markdown table (rows targets, columns sources)."""
+    """A ``[target t, source n]`` matrix as a markdown table (rows targets, columns sources),
+    ``digits`` significant digits (lookahead values are small)."""
     from vtagml_core.experiments.tables import markdown_table
 
     names = [TASK_TITLES.get(t, t) for t in tasks]
-    body = [[f"**{names[i]}**", *[("—" if i == j else f"{v:.{digits}f}") for j, v in enumerate(r)]]
+    body = [[f"**{names[i]}**", *[("—" if i == j else f"{v:.{digits}g}") for j, v in enumerate(r)]]
             for i, r in enumerate(matrix)]
     return f"{caption}\n\n" + markdown_table(["target \\ source", *names], body)
 
@@ -492,7 +542,7 @@ def affinity_markdown(doc: dict[str, Any]) -> str:
     tasks = doc["tasks"]
     lines += ["", "### The matrices (mean over seeds)", "",
               matrix_markdown(doc["mean_truth"], tasks, "Ground truth: gain (%) of target t trained "
-                                                      "with source n over t alone", digits=2)]
+                                                      "with source n over t alone")]
     for name, matrix in doc["mean_measures"].items():
         lines += ["", matrix_markdown(matrix, tasks, name)]
     return "\n".join(lines)
@@ -508,7 +558,7 @@ def write_affinity(ctx: SettingContext, doc: dict[str, Any]) -> tuple[Path, Path
 
 
 __all__ = ["AFFINITY_SETTING", "AffinityOptions", "COSINE", "DEFAULT_TASKS", "DEFAULT_VARIANT",
-           "LOOKAHEAD", "LOOKAHEAD_KIND", "LookaheadTrainer", "OMEGA", "TROA_VARIANTS",
+           "LOOKAHEAD", "LOOKAHEAD_KIND", "LOOKAHEAD_STEPS", "LookaheadTrainer", "OMEGA", "TROA_VARIANTS",
            "affinity_markdown", "ground_truth", "logged_lookahead", "logged_similarities",
            "lookahead_affinity", "lookahead_spec", "matrix_markdown", "measure_seed", "off_diagonal",
            "pair_gain", "rank_agreement", "replay_omega", "run_affinity", "shared_parameters",

@@ -135,9 +135,10 @@ class _Tally:
 
 def _compare_line(what: str, a_label: str, b_label: str, a: dict[str, Any], b: dict[str, Any],
                   comp: Comparison, metric: str) -> str:
+    verdict = f"{a_label} {comp.phrase()}" if comp.significant else comp.phrase()
     return (f"{what}: {a_label} {format_value(a['mean'], metric)} vs {b_label} "
             f"{format_value(b['mean'], metric)}, difference {format_difference(comp.difference, metric)}: "
-            f"{a_label} {comp.phrase()}")
+            f"{verdict}")
 
 
 def _tally_compare(tally: _Tally, what: str, a_row: dict[str, Any], b_row: dict[str, Any],

@@ -125,6 +125,30 @@ def paired_difference(a: Sequence[float], b: Sequence[float],
     return mean_ci([x - y for x, y in zip(va, vb)], confidence)
 
 
+def unpaired_difference(a: Sequence[float], b: Sequence[float],
+                        confidence: float = CONFIDENCE) -> Interval:
+    """Interval of ``mean(a) - mean(b)`` for two independent samples (Welch's t, unequal
+    variances): for values that are not paired, such as the first and the last training steps
+    of one run. ``n`` is the smaller sample's size and ``std`` holds the difference's standard
+    error; no interval when either sample has one value.
+    """
+    va, vb = _values(a, "unpaired_difference"), _values(b, "unpaired_difference")
+    ia, ib = mean_ci(va, confidence), mean_ci(vb, confidence)
+    diff = ia.mean - ib.mean
+    n = min(ia.n, ib.n)
+    if not (ia.has_interval and ib.has_interval):
+        return Interval(diff, None, None, n, 0.0, confidence)
+    qa, qb = ia.std ** 2 / ia.n, ib.std ** 2 / ib.n
+    se = math.sqrt(qa + qb)
+    if se == 0.0:
+        return Interval(diff, diff, diff, n, 0.0, confidence)
+    dof = (qa + qb) ** 2 / (qa ** 2 / (ia.n - 1) + qb ** 2 / (ib.n - 1))
+    from scipy import stats as scipy_stats
+
+    half = float(scipy_stats.t.ppf((1.0 + confidence) / 2.0, dof)) * se
+    return Interval(diff, diff - half, diff + half, n, se, confidence)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Row ``a`` against row ``b`` on one metric, seed by seed.
@@ -234,4 +258,4 @@ def gap_share(floor: Sequence[float], row: Sequence[float], ceiling: Sequence[fl
 __all__ = ["ABOVE_CHANCE", "AT_CHANCE", "BELOW_CHANCE", "BETTER", "CHANCE_REL_TOLERANCE", "CONFIDENCE",
            "Comparison", "GapShare", "Interval", "MIN_INTERVAL_N", "NO_DIFFERENCE", "NO_INTERVAL", "WORSE",
            "binary_chance_bce", "chance_position", "compare", "gap_share", "mean_ci", "paired_difference",
-           "t_quantile"]
+           "t_quantile", "unpaired_difference"]

@@ -100,11 +100,11 @@ def format_cell(stat: dict[str, Any] | None, metric: str) -> str:
 
 
 def format_difference(diff: Interval, metric: str) -> str:
-    """A paired difference: ``"+1.20 [+0.40, +2.00] (n=3)"``, or ``"+1.20 (n = 1, no interval)"``."""
+    """A paired difference: ``"+1.20 [+0.40, +2.00] (n=3)"``, or ``"+1.20 (n=1)"`` (no interval)."""
     scale, digits, _ = metric_format(metric)
     text = f"{diff.mean * scale:+.{digits}f}"
     if not diff.has_interval:
-        return f"{text} ({diff.n_text()})"
+        return f"{text} (n={diff.n})"
     return f"{text} [{diff.low * scale:+.{digits}f}, {diff.high * scale:+.{digits}f}] (n={diff.n})"
 
 
@@ -205,8 +205,8 @@ def difference_lines(doc: dict[str, Any]) -> list[str]:
             cells.append(f"**{text}**" if comp.significant else text)
         body.append(cells)
     ns = {comp.n for _, comps in diffs for comp in comps.values() if comp is not None}
-    caveat = (" With n = 1 there is no interval: no difference can be told from seed noise, so none "
-              "is bold." if ns == {1} else "")
+    caveat = (" n = 1, no interval: no difference can be told from seed noise, so none is bold."
+              if ns == {1} else "")
     return [f"#### Paired differences: {name} minus each row, seed by seed", "",
             f"Mean of the per-seed differences with its {CONFIDENCE:.0%} Student-t interval; "
             "↑ columns: positive = "

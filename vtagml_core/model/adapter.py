@@ -17,6 +17,16 @@ output of the feed-forward network with the residual connection"). The output th
 not add the FFN residual again: the FFN acts through the modulation, as Eq. 4 is written. A
 consequence worth knowing: TSN's FiLM maps start at zero, so on the very first step the FFN
 receives no gradient; it does from the second step on, once the FiLM weights have moved.
+With TSN off (``tsn=False``) the output is the fixed LayerNorm of ``omega~_t`` instead, so that the
+ablation keeps the FFN (:meth:`.adapter_layer.AdapterLayer.parts`).
+
+Where the kit departs from the paper's words (docs/method.md, "Deviations from the paper's
+text"): task t is conditioned on the *row* ``omega[t]`` (the text says "the t-th column"); the
+attention uses the backbone's heads at each tap (8/16 tiny, 16/32 Swin-B V2; the paper's 24/48
+do not divide the channels); the FiLM of Eq. 3 is a plain linear map of ``omega_t``, which, as
+``omega_t`` sums to 1, is an affinity-weighted average of N learned per-task vectors (the paper's
+"weighted averaging"); with kappa = 1 and sign +1 omega collapses to (nearly) the identity within
+about ten steps.
 
 Stack (Sec. 3.1): one adapter layer per backbone tap (Swin: the last four blocks of stage 3
 and both blocks of stage 4), chained by skip connections: layer l reads

@@ -76,18 +76,15 @@ def history_prefixes(model: nn.Module) -> dict[str, TROA]:
 def frozen_backbone_keys(model: nn.Module) -> set[str]:
     """State-dict keys of the frozen backbone: ``backbone.*`` tensors that never train.
 
-    Empty when the model has no frozen backbone (the fine-tuned MTL Swin). A trainable tensor
-    inside the backbone (a LoRA factor, a per-task norm) is not among them.
+    Goes by ``requires_grad``, not by a flag: inside a frozen backbone a LoRA factor or a per-task
+    norm trains and is not among them. Empty when every backbone weight trains (the fine-tuned
+    MTL Swin) or the model has no backbone.
     """
-    backbone = getattr(model, "backbone", None)
-    if backbone is None:
+    params = dict(model.named_parameters())
+    backbone = [p for name, p in params.items() if name.startswith(FROZEN_PREFIX)]
+    if not backbone or all(p.requires_grad for p in backbone):
         return set()
-    frozen = getattr(backbone, "frozen", None)
-    if frozen is None:
-        frozen = not any(p.requires_grad for p in backbone.parameters())
-    if not frozen:
-        return set()
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    trainable = {name for name, p in params.items() if p.requires_grad}
     return {k for k in model.state_dict() if k.startswith(FROZEN_PREFIX) and k not in trainable}
 
 

@@ -8,14 +8,20 @@ every notebook's status and seconds. Output kinds:
 notebook output                          report.md                    report.html
 =======================================  ===========================  ==========================
 ``text/markdown`` (tables, summaries)    as is                        converted to HTML
-``application/vnd.plotly.v1+json``       link to ``figures/*.html``   the interactive figure
+``application/vnd.plotly.v1+json``       ``figures/*.png`` and a      the interactive figure
+                                         link to ``figures/*.html``
 ``image/png``                            ``figures/*.png``            inline image
 ``text/html`` (no plotly)                as is (raw HTML)             as is
 ``text/plain`` / stdout                  code block                   ``<pre>``
 =======================================  ===========================  ==========================
 
 plotly.js is written once to ``figures/plotly.min.js`` and loaded from there, so the report
-works offline and stays small.
+works offline and stays small. A figure's PNG is the one its output carries (the static renderer
+of :mod:`vtagml_core.viz.static`), else it is drawn here with kaleido; without Chromium the
+markdown keeps the link alone.
+
+When the run wrote settings results (notebooks 05-09: ``<artifacts>/settings/setting_results``),
+the report ends with the paper's claims as a checklist (:mod:`vtagml_core.experiments.claims`).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import REPORT_TAG, RunResult
+from vtagml_core.viz.static import figure_image
 
 REPORT_MD, REPORT_HTML, FIGURES_DIR = "report.md", "report.html", "figures"
 PLOTLY_JS: str = "plotly.min.js"
@@ -45,11 +52,13 @@ td{text-align:right}td:first-child{text-align:left}pre{background:#f6f6f6;paddin
 
 @dataclass
 class ReportItem:
-    """One output of a ``report`` cell: ``kind`` in markdown/html/plotly/image/text."""
+    """One output of a ``report`` cell: ``kind`` in markdown/html/plotly/image/text; a plotly
+    figure's ``image`` is the base64 PNG its output carries, if any."""
 
     kind: str
     content: Any
     cell_index: int
+    image: str | None = None
 
 
 def _text(value: Any) -> str:
@@ -76,7 +85,9 @@ def collect_report_items(nb) -> list[ReportItem]:
             if not data or any(m in data for m in SKIPPED_MIMES):
                 continue
             if PLOTLY_MIME in data:
-                items.append(ReportItem("plotly", data[PLOTLY_MIME], i))
+                png = data.get("image/png")
+                items.append(ReportItem("plotly", data[PLOTLY_MIME], i,
+                                        _text(png) if png is not None else None))
             elif "text/markdown" in data:
                 items.append(ReportItem("markdown", _text(data["text/markdown"]), i))
             elif "image/png" in data:
@@ -100,6 +111,33 @@ def _figure_title(spec: dict, fallback: str) -> str:
     title = spec.get("layout", {}).get("title", {})
     text = title.get("text") if isinstance(title, dict) else title
     return str(text) if text else fallback
+
+
+def _alt_text(title: str) -> str:
+    """A figure title as markdown image text (no brackets, no HTML)."""
+    return html.unescape(title).replace("[", "(").replace("]", ")").replace("<br>", " ")
+
+
+def settings_results_dir(run: RunResult) -> Path | None:
+    """Where the notebooks of ``run`` wrote the settings' results documents (under the
+    notebooks' ``output_dir``, which the runner always passes); None without one."""
+    from vtagml_core.experiments.runs import RESULTS_SUBDIR
+    from vtagml_core.notebooks.settings_glue import SETTINGS_ROOT_DIR
+
+    artifacts = run.parameters.get("output_dir")
+    return None if not artifacts else Path(artifacts) / SETTINGS_ROOT_DIR / RESULTS_SUBDIR
+
+
+def claims_section(run: RunResult) -> str:
+    """``## The paper's claims`` with the checklist, or "" when no settings results were written."""
+    from vtagml_core.experiments.claims import claims_markdown, check_claims, load_documents
+
+    folder = settings_results_dir(run)
+    docs = load_documents(folder) if folder is not None else {}
+    if not docs:
+        return ""
+    return "## The paper's claims\n\n" + claims_markdown(
+        check_claims(docs), title=f"Checked on this run's results ({', '.join(sorted(docs))})")
 
 
 def _environment_line(run: RunResult) -> str:
@@ -145,6 +183,10 @@ def write_report(run: RunResult) -> tuple[Path, Path]:
                 fig = pio.from_json(json.dumps(item.content), skip_invalid=True)
                 title = _figure_title(item.content, stem)
                 fig.write_html(str(figures / f"{stem}.html"), include_plotlyjs="directory")
+                png = base64.b64decode(item.image) if item.image else figure_image(fig)
+                if png is not None:
+                    (figures / f"{stem}.png").write_bytes(png)
+                    md += [f"![{_alt_text(title)}]({FIGURES_DIR}/{stem}.png)", ""]
                 md += [f"[figure: {title}]({FIGURES_DIR}/{stem}.html)", ""]
                 body.append(pio.to_html(fig, include_plotlyjs=False, full_html=False))
             elif item.kind == "image":
@@ -160,6 +202,10 @@ def write_report(run: RunResult) -> tuple[Path, Path]:
         if result.failure is not None:
             md += [f"**Failed:** {result.failure.describe()}", ""]
             body.append(f'<p class="fail"><b>Failed:</b> {html.escape(result.failure.describe())}</p>')
+    checklist = claims_section(run)
+    if checklist:
+        md += [checklist, ""]
+        body.append(_markdown_to_html(checklist))
     md_path, html_path = out / REPORT_MD, out / REPORT_HTML
     md_path.write_text("\n".join(md) + "\n")
     html_path.write_text(
@@ -170,4 +216,4 @@ def write_report(run: RunResult) -> tuple[Path, Path]:
     return md_path, html_path
 
 
-__all__ = ["collect_report_items", "write_report"]
+__all__ = ["claims_section", "collect_report_items", "settings_results_dir", "write_report"]

@@ -6,13 +6,14 @@ name) and writes::
 
     <out>/executed/NN_name.ipynb   every executed notebook, outputs included
     <out>/artifacts/               what the notebooks write (their ``output_dir``)
-    <out>/report.md, report.html   the tables and figures of cells tagged ``report``,
-                                   the seconds per notebook and any failure
+    <out>/report.md, report.html   the tables and figures (PNG in report.md) of cells tagged
+                                   ``report``, the seconds per notebook, any failure, and
+                                   the paper's claims checked on the settings' results
     <out>/timings.json             seconds and status per notebook
 
 Each notebook gets the papermill parameters ``preset``, ``device``, ``seed``, ``output_dir``
 (plus any ``--param key=value``) and runs in a kernel started with ``VTAGML_NB_HEADLESS=1`` (so
-widgets become static plotly figures) and ``VTAGML_NB_PRESET`` / ``VTAGML_NB_OUTPUT`` set to
+widgets become static plotly figures, each with a PNG beside it: :mod:`vtagml_core.viz.static`) and ``VTAGML_NB_PRESET`` / ``VTAGML_NB_OUTPUT`` set to
 the same values (so a stray environment variable cannot contradict the run). The kernel's
 working directory is the notebooks folder, as in JupyterLab.
 

@@ -24,10 +24,17 @@ from vtagml_core.tasks import TASK_TITLES, TASKS
 
 from .samples import colorize_seg, depth_to_rgb, edges_to_rgb, image_to_rgb, normals_to_rgb
 
-#: Pixel size of one grid cell.
+#: Pixel size of one grid cell (at most: wide grids shrink their cells to fit the page).
 CELL_PX: int = 170
+#: Widest figure (pixels): about a notebook's output area, GitHub's viewer and a report page.
+MAX_WIDTH_PX: int = 960
 #: Extra height / width of the figure for the title and margins.
 EXTRA_HEIGHT_PX, EXTRA_WIDTH_PX = 110, 40
+#: Font size of the column titles; in grids whose cells had to shrink, titles use the short
+#: task names of :data:`SHORT_TITLES` on two lines so that neighbours never overlap.
+TITLE_FONT_PX: int = 12
+SHORT_TITLES: dict[str, str] = {"seg": "Segmentation", "depth": "Depth", "normals": "Normals",
+                                "edges": "Edges"}
 
 
 @torch.no_grad()
@@ -101,12 +108,16 @@ def prediction_grid(model: torch.nn.Module, dataset: Any, indices: Sequence[int]
     samples = [dataset[i] for i in indices]
     preds = predict(model, torch.stack([s["image"] for s in samples]), device)
     labelled = [t for t in tasks if all(t in s for s in samples)]
+    n_cols = 1 + len(tasks) + len(labelled)
+    cell = min(CELL_PX, (MAX_WIDTH_PX - EXTRA_WIDTH_PX) // n_cols)
+    narrow = cell < CELL_PX
     columns: list[tuple[str, str]] = [("image", "Image")]
     for t in tasks:
+        name, sep = (SHORT_TITLES.get(t, TASK_TITLES[t]), "<br>") if narrow else (TASK_TITLES[t], " ")
         if t in labelled:
-            columns.append((f"label:{t}", f"{TASK_TITLES[t]} label"))
-        mark = " (zero-shot)" if t in highlight else ""
-        columns.append((f"pred:{t}", f"{TASK_TITLES[t]} prediction{mark}"))
+            columns.append((f"label:{t}", f"{name}{sep}label"))
+        mark = f"{sep}(zero-shot)" if t in highlight else ""
+        columns.append((f"pred:{t}", f"{name}{sep}prediction{mark}"))
     fig = make_subplots(rows=len(samples), cols=len(columns),
                         subplot_titles=[c[1] if r == 0 else "" for r in range(len(samples)) for c in columns],
                         horizontal_spacing=0.01, vertical_spacing=0.03)
@@ -129,11 +140,13 @@ def prediction_grid(model: torch.nn.Module, dataset: Any, indices: Sequence[int]
     h, w = image_to_rgb(samples[0]["image"]).shape[:2]
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_annotations(font_size=TITLE_FONT_PX)
+    top = 70 + (TITLE_FONT_PX * 3 if narrow else 0)  # room for two-line column titles
     fig.update_layout(title=title or f"{getattr(dataset, 'name', 'dataset')}: predictions next to labels "
                                      f"({h}x{w})",
-                      height=CELL_PX * len(samples) + EXTRA_HEIGHT_PX,
-                      width=CELL_PX * len(columns) + EXTRA_WIDTH_PX,
-                      margin={"l": 10, "r": 10, "t": 70, "b": 10})
+                      height=cell * len(samples) + EXTRA_HEIGHT_PX + (top - 70),
+                      width=cell * len(columns) + EXTRA_WIDTH_PX,
+                      margin={"l": 10, "r": 10, "t": top, "b": 10})
     return fig
 
 

@@ -30,6 +30,7 @@ from vtagml_core.tasks import TASKS, parse_tasks
 
 from vtagml_core.experiments.runs import RunRecord, RunSpec
 from vtagml_core.experiments.seeds import aggregate_metrics, summarize
+from vtagml_core.experiments.stats import BETTER, WORSE, compare
 from .context import SettingContext, column, row, setting_document
 
 #: Column labels of the paper's tables, per task (primary metric).
@@ -109,9 +110,13 @@ def quality_check(ctx: SettingContext, tasks: str = "S-D-N-E") -> dict[str, Any]
     checks = []
     for t in names:
         m = SANITY_METRICS[t]
-        value, floor = model[t][m]["mean"], trivial[t][m]
+        cell, floor = model[t][m], trivial[t][m]
+        value = cell["mean"]
         better = value < floor if METRIC_DIRECTIONS[m] else value > floor
-        checks.append({"task": t, "metric": m, "vtagml": value, "trivial": floor, "beats_trivial": better})
+        # Seed by seed against the fitted floor (one value): "beats it" needs an interval.
+        comp = compare(cell["values"], [floor] * len(cell["values"]), METRIC_DIRECTIONS[m])
+        checks.append({"task": t, "metric": m, "vtagml": value, "trivial": floor, "beats_trivial": better,
+                       "verdict": comp.verdict, "verdict_text": comp.phrase(), "n": cell["n"]})
     miou = model["seg"]["mIoU"]["mean"] if "seg" in model else None
     return {"tasks": tasks, "split": "val", "checks": checks, "mIoU": miou,
             "mIoU_below_floor": miou is not None and miou < MIN_QUICK_MIOU,
@@ -161,9 +166,23 @@ def run_mtl(ctx: SettingContext) -> dict[str, Any]:
                             rows, notes, started, sanity=sanity)
 
 
+def _floor_words(check: dict[str, Any]) -> str:
+    """``"beats it"`` only when measurably better over seeds; otherwise the mean's side and why
+    that is no verdict (``"better than it on average; n = 1, no interval"``)."""
+    verdict = check.get("verdict")
+    if verdict is None:  # a document from before the intervals
+        return "beats it" if check["beats_trivial"] else "DOES NOT beat it"
+    if verdict == BETTER:
+        return "beats it"
+    if verdict == WORSE:
+        return "DOES NOT beat it"
+    side = "better" if check["beats_trivial"] else "NOT better"
+    return f"{side} than it on average; {check['verdict_text']}"
+
+
 def _sanity_notes(sanity: dict[str, Any]) -> list[str]:
     parts = [f"{c['task']} {c['metric']} {c['vtagml']:.4f} vs trivial {c['trivial']:.4f} "
-             f"({'beats it' if c['beats_trivial'] else 'DOES NOT beat it'})" for c in sanity["checks"]]
+             f"({_floor_words(c)})" for c in sanity["checks"]]
     notes = [f"Quality check on the source val split, VTAGML {sanity['tasks']}: " + "; ".join(parts) + "."]
     if sanity["mIoU_below_floor"]:
         notes.append(f"Segmentation mIoU {sanity['mIoU']:.3f} is below {MIN_QUICK_MIOU:.2f} on the "
