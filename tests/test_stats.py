@@ -162,6 +162,12 @@ def test_claim_a_needs_both_a_measurable_delta_m_and_fewer_parameters():
     one_seed = cl.claim_a({"mtl": _mtl([5.6], [5.0]), "efficiency": _efficiency(1e6, 3e6)})   # +5.6 vs +5.0
     assert one_seed.verdict == cl.INCONCLUSIVE and any("n = 1, no interval" in e for e in one_seed.evidence)
     assert cl.claim_a({}).verdict == cl.INCONCLUSIVE
+    # Parameters go against the paper's own baseline (fine-tuned MTL) wherever it was measured.
+    eff = _efficiency(1e6, 0.2e6)
+    eff["rows"].append(_row("fine-tuned MTL", "finetune_mtl", {"trainable": _cell([3e6])}))
+    against_paper_baseline = cl.claim_a({"mtl": _mtl([5.0, 5.2, 5.1], [1.0, 1.1, 0.9]), "efficiency": eff})
+    assert against_paper_baseline.verdict == cl.SUPPORTED
+    assert any("fine-tuned MTL 3.000 M: fewer" in e for e in against_paper_baseline.evidence)
 
 
 def test_claim_b_compares_the_shared_tasks_across_task_sets():

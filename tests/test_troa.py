@@ -373,3 +373,35 @@ def test_weighted_objective_needs_troa_omega():
         AdapterConfig(weighted_objective=True, affinity_source="embedding").validate()
     off = _tiny_model(weighted_objective=True, troa=False)
     assert not off.weighted_objective  # uniform omega: the weighted objective is the default one
+
+
+def test_trainer_trains_on_the_weighted_objective(tmp_path, monkeypatch):
+    from vtagml_core.train.config import load_kit_config
+    from vtagml_core.train.logging import LOG_FILE, read_log
+    from vtagml_core.train.trainer import Trainer
+
+    monkeypatch.setenv("VTAGML_CACHE", str(tmp_path / "cache"))
+    tiny = ["data.size=64", "model.backbone.img_size=64", "model.tasks=S-D-E",
+            "model.decoder.embed_dims=[32,16,16,8]", "model.decoder.depth_per_stage=1",
+            "data.train_count=8", "data.val_count=4", "data.batch_size=4", "train.epochs=1",
+            "train.warmup_steps=1", "train.save_every_steps=0", "train.progress=false",
+            "train.device=cpu", "model.adapter.weighted_objective=true"]
+    trainer = Trainer(load_kit_config(preset="quick", overrides=tiny), tmp_path / "run", log=lambda _: None)
+    trainer.fit()
+    steps = read_log(tmp_path / "run" / LOG_FILE, "step")
+    # Step 1: omega uniform, every stream the same function, so the weighted objective
+    # (1/N) sum_t sum_n L_n(t -> n) is the plain sum of the task losses.
+    assert steps[0]["loss"] == pytest.approx(sum(steps[0]["losses"].values()), rel=1e-5)
+    # Step 2: omega has moved; the objective weights every stream's losses by its row.
+    assert steps[1]["loss"] != pytest.approx(sum(steps[1]["losses"].values()), rel=1e-5)
+    assert "similarity" in steps[1] and int(trainer.model.adapter.troa.num_updates) == 2
+    with pytest.raises(ValueError, match="train.balancer=equal"):
+        Trainer(load_kit_config(preset="quick", overrides=tiny + ["train.balancer=dwa"]),
+                tmp_path / "dwa", log=lambda _: None)
+    # A trainer that hands the objective another batch size (the UDA trainer splits the
+    # model's outputs) is told to switch the objective off.
+    model = trainer.model.train()
+    batch = next(iter(trainer.train_loader(0)))
+    out = model(batch["image"])
+    with pytest.raises(ValueError, match="weighted_objective=false"):
+        trainer.affinity_objective(out["streams"], {**batch, "image": batch["image"][:2]})

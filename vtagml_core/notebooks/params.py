@@ -327,11 +327,13 @@ def resolve(preset: Any = "quick", overrides: Any = (), device: Any = "auto", se
     if params.cache_dir is not None:
         os.environ[CACHE_ENV] = str(params.cache_dir)
     if not params.interactive:
-        import plotly.io as pio
 
-        # Plain plotly JSON in the outputs: the runner's report reads it, and no copy of
-        # plotly.js is embedded in every executed notebook.
-        pio.renderers.default = "plotly_mimetype"
+        # Plotly JSON plus a static PNG in the outputs (vtagml_core.viz.static): the runner's
+        # report reads both, nbconvert HTML and GitHub show the image, and no copy of plotly.js
+        # is embedded in every executed notebook.
+        from vtagml_core.viz.static import use_static_renderer
+
+        use_static_renderer()
     seed_everything(params.seed)
     return params
 
