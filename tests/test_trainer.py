@@ -83,7 +83,9 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def _untimed(records: list[dict]) -> list[dict]:
     """Log records without their wall-clock fields (the only ones allowed to differ)."""
-    timing = {"seconds", "epoch_seconds", "val_seconds"}
+    # TROA's logged gradient cosine is a float32 reduction whose last bits depend on the
+    # thread schedule; it is compared with a tolerance in the resume test instead.
+    timing = {"seconds", "epoch_seconds", "val_seconds", "similarity"}
     return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
@@ -205,6 +207,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(run_a, tmp_path):
 
     result_b = Trainer(tiny_cfg(), out_b, resume=True).fit()
     assert _untimed(read_log(out_b / LOG_FILE)) == _untimed(read_log(out_a / LOG_FILE))
+    sims = [[torch.tensor(r["similarity"]) for r in read_log(o / LOG_FILE, "step")] for o in (out_a, out_b)]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*sims)) and len(sims[0]) == len(sims[1])
     assert result_b.best_metrics == result_a.best_metrics
     assert result_b.last_metrics == result_a.last_metrics
     wa, wb = _weights(out_a / LAST_DIR), _weights(out_b / LAST_DIR)
