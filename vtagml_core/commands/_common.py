@@ -22,6 +22,18 @@ def add_store_argument(parser: argparse.ArgumentParser) -> None:
                              "else ~/.cache/vtagml/runs); shared by the CLI, notebooks and demo")
 
 
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--runs`` (results), ``--store`` (runs), ``--settings-config``, ``--settings-set``: what
+    every command that builds a settings context takes."""
+    parser.add_argument("--runs", type=Path, default=Path("runs"),
+                        help="where the results go: <runs>/setting_results/ (default: runs)")
+    add_store_argument(parser)
+    parser.add_argument("--settings-config", type=Path, default=None,
+                        help="settings YAML (default: configs/settings/<preset>.yaml)")
+    parser.add_argument("--settings-set", dest="settings_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a settings field, e.g. uda_target=street")
+
+
 def store_from_args(args: argparse.Namespace) -> Path:
     from vtagml_core.experiments.runs import default_store
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from ._common import add_config_arguments, add_store_argument, store_from_args
+from ._common import add_config_arguments, add_settings_arguments, store_from_args
 
 #: ``--variants`` values that are not a list of names.
 ALL_VARIANTS, NO_VARIANTS = "all", "none"
@@ -49,13 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", dest="custom_variants", action="append", default=[],
                         metavar="LABEL:KEY=VALUE[;KEY=VALUE]",
                         help="a TROA setting of your own, e.g. 'kappa 0.3:model.adapter.kappa=0.3'")
-    parser.add_argument("--runs", type=Path, default=Path("runs"),
-                        help="where the results go: <runs>/setting_results/ (default: runs)")
-    add_store_argument(parser)
-    parser.add_argument("--settings-config", type=Path, default=None,
-                        help="settings YAML (default: configs/settings/<preset>.yaml)")
-    parser.add_argument("--settings-set", dest="settings_overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a settings field, e.g. source=street")
+    add_settings_arguments(parser)
 
 
 def parse_variants(names: str, custom: list[str]) -> dict[str, tuple[str, ...]]:

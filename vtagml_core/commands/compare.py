@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from ._common import add_config_arguments, add_store_argument, store_from_args
+from ._common import add_config_arguments, add_settings_arguments, store_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,13 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="0", help="training seeds, comma-separated (default: 0)")
     parser.add_argument("--balancer", default="equal", choices=list(BALANCERS),
                         help="loss balancer of the multitask runs (default: equal)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"),
-                        help="where the results go: <runs>/setting_results/ (default: runs)")
-    add_store_argument(parser)
-    parser.add_argument("--settings-config", type=Path, default=None,
-                        help="settings YAML (default: configs/settings/<preset>.yaml)")
-    parser.add_argument("--settings-set", dest="settings_overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a settings field, e.g. source=street")
+    add_settings_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from ._common import add_config_arguments, add_store_argument, store_from_args
+from ._common import add_config_arguments, add_settings_arguments, store_from_args
 
 #: ``all`` runs every setting in this order (later settings reuse the MTL runs).
 ALL = "all"
@@ -34,13 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=None,
                         help="methods compared, comma-separated (default: the settings config's, "
                              "vtagml,vanilla_mtl)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"),
-                        help="where the results go: <runs>/setting_results/ (default: runs)")
-    add_store_argument(parser)
-    parser.add_argument("--settings-config", type=Path, default=None,
-                        help="settings YAML (default: configs/settings/<preset>.yaml)")
-    parser.add_argument("--settings-set", dest="settings_overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a settings field, e.g. uda_target=street")
+    add_settings_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
