@@ -89,6 +89,22 @@ def _untimed(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
+def _approx(value):
+    """``value`` with every float wrapped in ``pytest.approx`` (nested dicts and lists kept).
+
+    Validation metrics are float reductions whose last bits depend on the thread schedule of
+    the process that computed them; the weights, which decide everything later, are compared
+    bit for bit instead.
+    """
+    if isinstance(value, dict):
+        return {k: _approx(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_approx(v) for v in value]
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-6, abs=1e-9)
+    return value
+
+
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / WEIGHTS_FILE))
 
@@ -206,11 +222,11 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(run_a, tmp_path):
     assert not (out_b / RESULTS_FILE).exists()
 
     result_b = Trainer(tiny_cfg(), out_b, resume=True).fit()
-    assert _untimed(read_log(out_b / LOG_FILE)) == _untimed(read_log(out_a / LOG_FILE))
+    assert _untimed(read_log(out_b / LOG_FILE)) == _approx(_untimed(read_log(out_a / LOG_FILE)))
     sims = [[torch.tensor(r["similarity"]) for r in read_log(o / LOG_FILE, "step")] for o in (out_a, out_b)]
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*sims)) and len(sims[0]) == len(sims[1])
-    assert result_b.best_metrics == result_a.best_metrics
-    assert result_b.last_metrics == result_a.last_metrics
+    assert result_b.best_metrics == _approx(result_a.best_metrics)
+    assert result_b.last_metrics == _approx(result_a.last_metrics)
     wa, wb = _weights(out_a / LAST_DIR), _weights(out_b / LAST_DIR)
     assert wa.keys() == wb.keys()
     for key in wa:  # weights, omega and TROA's history
