@@ -310,10 +310,12 @@ def main(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False
     preset in the background (issue: "the first start trains one in the quick preset with a
     progress message"), printing its progress here and in the app's training panel.
     """
-    import torch
-
     start = time.perf_counter()
-    torch.set_num_threads(threads if threads is not None else default_threads())
+    from vtagml_core.runtime import THREADS_ENV, configure_threads
+
+    if threads is None and not os.environ.get(THREADS_ENV):
+        threads = default_threads()
+    configure_threads(threads)  # --threads, else $VTAGML_THREADS, else half the cores
     roots = default_roots() if checkpoint_root is None else [Path(checkpoint_root)]
     service = DemoService(roots)
     _stop_on_signals()

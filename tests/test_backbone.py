@@ -313,3 +313,18 @@ def test_parameter_counts_tiny_and_swin_b_v2():
     assert 3.0e6 < tiny_total < 3.3e6
     # Headless Swin-B V2 is ~87M; Table 6's 105.7M adds adapters, decoders and heads on top.
     assert 85e6 < swin_total < 89e6
+
+
+@pytest.mark.parametrize("preset", ["paper", "paper-nyud", "paper-taskonomy"])
+def test_paper_presets_count_the_papers_parameters_within_five_percent(preset, capsys):
+    """Table 6: 105.7M for Swin-B V2 + adapters + decoders; the presets' adapter placement and
+    decoder widths are chosen to match (configs/presets/paper.yaml). Printed by the CLI."""
+    from vtagml_core.cli import main
+    from vtagml_core.commands.params import PAPER_TOTAL_M
+
+    assert main(["params", "--preset", preset]) == 0
+    out = capsys.readouterr().out
+    total = next(line for line in out.splitlines() if line.startswith("| total"))
+    millions = float(total.split("|")[2])
+    assert abs(millions - PAPER_TOTAL_M) / PAPER_TOTAL_M <= 0.05, total
+    assert "swinv2_base_window8_256" in out

@@ -248,3 +248,38 @@ def test_paper_scale_decoder_builds_and_runs():
         out = dec(deep, skips, torch.randn(1, 3, 256, 256))
     assert out.shape == (1, 128, 256, 256)
     assert torch.isfinite(out).all()
+
+
+def test_shared_image_path_is_computed_once_and_equals_per_task_copies_of_it():
+    """share_image_skip: one ImageSkip in MultiTaskDecoder; each task decoder keeps its fusion.
+    With the per-task copies set to the shared weights, the outputs are the same."""
+    torch.manual_seed(0)
+    shared = MultiTaskDecoder(TASKS, DecoderConfig(share_image_skip=True), TINY_IN, TINY_SKIPS,
+                              TINY_IMG, NUM_CLASSES)
+    per_task = MultiTaskDecoder(TASKS, DecoderConfig(), TINY_IN, TINY_SKIPS, TINY_IMG, NUM_CLASSES)
+    assert shared.image_skip is not None and per_task.image_skip is None
+    assert all(d.image_skip is None and d.image_fuse is not None for d in shared.decoders.values())
+    state = {k: v for k, v in shared.state_dict().items() if not k.startswith("image_skip.")}
+    for t in TASKS:  # the per-task model gets the shared image path's weights in every task
+        state.update({f"decoders.{t}.image_skip.{k}": v
+                      for k, v in shared.image_skip.state_dict().items()})
+    per_task.load_state_dict(state)
+    calls = []
+    shared.image_skip.register_forward_hook(lambda *a: calls.append(1))
+    inputs = {t: tiny_inputs(seed=i) for i, t in enumerate(TASKS)}
+    a, b = shared(inputs, tiny_image()), per_task(inputs, tiny_image())
+    assert len(calls) == 1  # once per forward, not once per task
+    for t in TASKS:
+        torch.testing.assert_close(a[t], b[t])
+    assert n_params(per_task) - n_params(shared) == (len(TASKS) - 1) * n_params(shared.image_skip)
+
+
+def test_shared_image_path_needs_the_image_or_its_features():
+    torch.manual_seed(0)
+    shared = MultiTaskDecoder(("seg", "depth"), DecoderConfig(share_image_skip=True), TINY_IN,
+                              TINY_SKIPS, TINY_IMG, NUM_CLASSES)
+    inputs = {t: tiny_inputs() for t in ("seg", "depth")}
+    with pytest.raises(ValueError, match="shared full-resolution image path"):
+        shared(inputs, None)
+    with pytest.raises(ValueError, match="share_image_skip is on"):
+        shared.decoders["seg"](*tiny_inputs(), tiny_image())  # the image alone is not enough

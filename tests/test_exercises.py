@@ -12,8 +12,9 @@ import nbformat
 import pytest
 import torch
 
-from vtagml_core.exercises import (CheckResult, check_cosine_similarity, check_film_bias,
-                                   check_mirror_descent, check_tsn)
+from vtagml_core.exercises import (EXERCISES, FALLBACK_NOTE, CheckResult, check_cosine_similarity,
+                                   check_film_bias, check_mirror_descent, check_tsn, exercise)
+from vtagml_core.exercises.harness import RESULT_LINE
 from vtagml_core.nbtools.student import EXERCISE_TAG, strip_solutions
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -133,4 +134,48 @@ def test_notebook_reference_answers_pass_and_student_stubs_do_not(source):
     assert CHECKERS[name](namespace[name]).passed
     student = {"torch": torch}
     exec(compile(strip_solutions(source), "<student exercise>", "exec"), student)
-    assert CHECKERS[name](student[name]).message == "not implemented yet"
+    result = CHECKERS[name](student[name])
+    assert result.message == "not implemented yet" and result.status == "unsolved"
+    assert str(result).startswith("UNSOLVED") and FALLBACK_NOTE in str(result)
+
+
+# ---------------------------------------------------------------- unsolved: fall back, run on
+def _stub(*args):
+    raise NotImplementedError("your code here")
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_unsolved_exercise_falls_back_to_the_reference_with_a_note(name, capsys):
+    ex = EXERCISES[name]
+    fn = exercise(name)(_stub)
+    case = ex.cases()[0]
+    out = fn(*case.args)
+    assert torch.allclose(out, ex.reference(*case.args))
+    fn(*case.args)  # the note is printed once, not on every call
+    printed = capsys.readouterr().out
+    assert printed.count(FALLBACK_NOTE) == 1 and ex.title in printed
+    # the checker judges the student's function, not the fallback: still unsolved
+    verdict = ex.checker(fn)
+    assert verdict.status == "unsolved" and verdict.exercise == ex.title
+
+
+def test_fallback_uses_a_written_answer_and_shows_its_bugs(capsys):
+    wrong = exercise("mirror_descent")(lambda o, s, k, sign: o * torch.exp(sign * k * s))
+    result = check_mirror_descent(wrong)
+    assert result.status == "failed" and "not normalised" in result.message and not result.note
+    omega, sim = torch.full((2, 2), 0.5), torch.eye(2)
+    assert torch.allclose(wrong(omega, sim, 1.0, 1.0), omega * torch.exp(sim))  # theirs, not ours
+    assert check_mirror_descent(exercise("mirror_descent")(mirror)).status == "passed"
+    broken = exercise("cosine_similarity")(lambda g: g @ torch.ones(3, 3))
+    with pytest.raises(RuntimeError):  # a real bug is not hidden behind the reference
+        broken(torch.ones(2, 5))
+    assert FALLBACK_NOTE not in capsys.readouterr().out
+    with pytest.raises(KeyError, match="exercises: cosine_similarity"):
+        exercise("film")
+
+
+def test_result_lines_name_status_and_exercise():
+    for result, word in [(check_tsn(tsn), "PASS"), (check_tsn(_stub), "UNSOLVED"),
+                         (check_film_bias(lambda o, A, W, b: film(o, A, W, b) - A), "FAIL")]:
+        match = RESULT_LINE.match(str(result).splitlines()[0])
+        assert match and match.group(1) == word and match.group(2) == result.exercise

@@ -2,6 +2,8 @@
 and the papermill runner with its report and failure messages (on tiny notebooks)."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -17,9 +19,12 @@ from vtagml_core.notebooks import params as params_mod
 from vtagml_core.notebooks.display import matrix_table, md_table, summary
 from vtagml_core.notebooks.params import NotebookParameterError, resolve
 from vtagml_core.train.config import load_kit_config
+from vtagml_core.nbtools.report import write_report
+from vtagml_core.nbtools.results import INJECTED_TAG, CellFailure, NotebookResult, RunResult
 from vtagml_core.nbtools.runner import (check_notebook, check_parameter_names, discover_notebooks,
-                                          run_all)
-from vtagml_core.nbtools.student import STUB, strip_solutions, student_notebook
+                                          exercise_results, run_all)
+from vtagml_core.nbtools.student import (STUB, strip_solutions, student_notebook,
+                                         write_student_notebooks)
 from vtagml_core.notebooks.widgets import interactive_or_static, static_slider_figure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,6 +262,17 @@ def test_student_command_writes_answerless_notebooks(tmp_path):
     assert exercises >= 4  # notebooks 02-04: similarity, mirror descent, FiLM bias, TSN
 
 
+def test_student_copies_already_there_are_kept_unless_forced(tmp_path):
+    source = [ROOT / "notebooks" / "02_troa.ipynb", ROOT / "notebooks" / "03_taa.ipynb"]
+    assert len(write_student_notebooks(source, tmp_path)) == 2
+    work = tmp_path / "02_troa.ipynb"
+    work.write_text(work.read_text().replace("your code here", "a student's answer"))
+    assert write_student_notebooks(source, tmp_path) == []  # nothing replaced
+    assert "a student's answer" in work.read_text()
+    assert write_student_notebooks(source, tmp_path, overwrite=True) == [work, tmp_path / "03_taa.ipynb"]
+    assert "a student's answer" not in work.read_text()
+
+
 # ------------------------------------------------------------------------------- runner
 PARAMS_CELL = 'preset = "quick"\noverrides = []\nseed = 0'
 RESOLVE_CELL = ("from vtagml_core.notebooks.params import resolve\n"
@@ -293,6 +309,64 @@ def test_discovery_order_filters_and_checks(tmp_path):
         check_parameter_names({"stepz": 3})
 
 
+def _printed_cell(source: str, text: str, tags: tuple[str, ...] = ()):
+    cell = v4.new_code_cell(source)
+    cell.metadata["tags"] = list(tags)
+    cell.outputs = [v4.new_output("stream", name="stdout", text=text)]
+    return cell
+
+
+def _executed_exercise_notebook():
+    """What an executed notebook with three checks looks like (papermill's injected cell too)."""
+    return v4.new_notebook(cells=[
+        v4.new_markdown_cell("# t"),
+        _printed_cell("x = 1", "", ("parameters",)),
+        _printed_cell("output_dir = 'x'", "", (INJECTED_TAG,)),
+        _printed_cell("print(check_cosine_similarity(my_cosine_similarity))",
+                      "PASS: gradient cosine similarity: matches the reference on 4 random cases\n"),
+        _printed_cell("print(check_film_bias(my_film_bias))",
+                      "FAIL: FiLM bias A'(omega_t): gamma and beta are swapped (on T=1)\nHint: x\n"),
+        _printed_cell("print('FAIL: not a check: ignored')", "FAIL: not a check: ignored\n"),
+        _printed_cell("print(check_tsn(my_tsn))",
+                      "UNSOLVED: task-scaled normalization: not implemented yet\nHint: h\nNote: n\n"),
+    ])
+
+
+def test_exercise_checks_are_read_back_from_an_executed_notebook():
+    found = exercise_results(_executed_exercise_notebook(), "04_t.ipynb")
+    assert [(e.cell_index, e.exercise, e.status) for e in found] == [
+        (2, "gradient cosine similarity", "passed"), (3, "FiLM bias A'(omega_t)", "failed"),
+        (5, "task-scaled normalization", "unsolved")]
+    assert found[1].message == "gamma and beta are swapped (on T=1)"
+
+
+def test_a_failed_exercise_is_not_ok_and_the_report_lists_every_check(tmp_path):
+    nb = _executed_exercise_notebook()
+    executed = tmp_path / "executed" / "04_t.ipynb"
+    executed.parent.mkdir()
+    nbformat.write(nb, str(executed))
+    checks = exercise_results(nb, "04_t.ipynb")
+    unsolved = NotebookResult("05_u.ipynb", executed, 1.0, None,
+                              [dataclasses.replace(checks[2], notebook="05_u.ipynb")])
+    failed = NotebookResult("04_t.ipynb", executed, 2.0, None, checks)
+    crashed = NotebookResult("06_c.ipynb", executed, 0.5, CellFailure("06_c.ipynb", 3, "1 / 0",
+                                                                      "ZeroDivisionError", "x"))
+    assert unsolved.ok and unsolved.status == "ok"  # a student notebook that ran through
+    assert not failed.ok and failed.status == "EXERCISE FAILED"
+    assert failed.exercise_summary() == "1 passed, 1 failed, 1 unsolved"
+    assert crashed.status == "FAILED" and crashed.exercise_summary() == "-"
+    run = RunResult("smoke", tmp_path, {"output_dir": str(tmp_path)}, [unsolved, failed])
+    assert not run.ok and [e.exercise for e in run.failed_exercises] == ["FiLM bias A'(omega_t)"]
+    write_report(run)
+    report = (tmp_path / "report.md").read_text()
+    assert "| 05_u.ipynb | ok | 1 unsolved | 1.0 |" in report
+    assert "| 04_t.ipynb | EXERCISE FAILED | 1 passed, 1 failed, 1 unsolved | 2.0 |" in report
+    assert ("- 04_t.ipynb cell 3 exercise 'FiLM bias A'(omega_t)' failed: gamma and beta are "
+            "swapped (on T=1)") in report
+    assert "| 04_t.ipynb | 2 | gradient cosine similarity | passed |" in report
+    assert "| 05_u.ipynb | 5 | task-scaled normalization | unsolved | not implemented yet |" in report
+
+
 @pytest.mark.slow
 def test_runner_report_and_failures(tmp_path):
     nbs = tmp_path / "nbs"
@@ -306,9 +380,27 @@ def test_runner_report_and_failures(tmp_path):
     ])
     _tiny_notebook(nbs / "01_fails.ipynb", [v4.new_code_cell("x = 1"),
                                              v4.new_code_cell("# NBVAL_CHECK_OUTPUT\n1 / 0")])
+    _tiny_notebook(nbs / "02_student.ipynb", [
+        v4.new_code_cell("import torch\nfrom vtagml_core.exercises import exercise, check_cosine_similarity, "
+                         "check_mirror_descent\n\n@exercise('cosine_similarity')\ndef my_cos(g):\n"
+                         "    raise NotImplementedError('your code here')\n\n"
+                         "@exercise('mirror_descent')\ndef my_md(o, s, k, sign):\n"
+                         "    return o * torch.exp(sign * k * s)"),
+        v4.new_code_cell("print(check_cosine_similarity(my_cos))"),
+        v4.new_code_cell("print(check_mirror_descent(my_md))"),
+        v4.new_code_cell("print('later cell:', my_cos(torch.eye(3)).shape)"),
+    ])
     run = run_all(nbs, tmp_path / "out", preset="smoke", parameters={"overrides": ["lesson.steps=2"]},
                   log=lambda m: None)
-    assert not run.ok and [r.ok for r in run.results] == [True, False]
+    assert not run.ok and [r.ok for r in run.results] == [True, False, False]
+    student = run.results[2]
+    assert student.failure is None and student.status == "EXERCISE FAILED"  # ran to the end
+    assert [(e.cell_index, e.status) for e in student.exercises] == [(3, "unsolved"), (4, "failed")]
+    later = nbformat.read(str(student.executed), as_version=4).cells[-1].outputs
+    assert "using the reference solution: your answer is missing" in later[0].text
+    assert "later cell: torch.Size([3, 3])" in later[-1].text
+    timings = json.loads((tmp_path / "out" / "timings.json").read_text())
+    assert timings[2]["status"] == "EXERCISE FAILED" and timings[2]["exercises"][1]["status"] == "failed"
     failure = run.failures[0]
     assert (failure.notebook, failure.cell_index, failure.first_line, failure.ename) == \
         ("01_fails.ipynb", 3, "1 / 0", "ZeroDivisionError")

@@ -164,3 +164,25 @@ def test_notebook_runs_under_nbval(path, nbval_env):
     print(f"{path.name}: nbval smoke run {seconds:.1f} s")
     if path.stem.startswith("00_"):
         assert (partial / MANIFEST_NAME).is_file(), "the partly written split was not rebuilt"
+
+
+@pytest.mark.slow
+def test_student_notebooks_run_top_to_bottom_with_no_exercise_solved(tmp_path):
+    """The student copies of the exercise notebooks (every answer still the stub) run to their
+    last cell in the smoke preset: each check says UNSOLVED and the later cells run with the
+    reference solution, saying so. (The other notebooks' student copies differ from theirs
+    only by cleared outputs, and those run under nbval above.)"""
+    from vtagml_core.exercises import FALLBACK_NOTE
+    from vtagml_core.nbtools.runner import run_all
+    from vtagml_core.nbtools.student import write_student_notebooks
+
+    students = tmp_path / "student"
+    write_student_notebooks([NOTEBOOK_DIR / f"{stem}.ipynb" for stem in EXERCISE_NOTEBOOKS], students)
+    run = run_all(students, tmp_path / "out", preset="smoke", log=lambda m: None)
+    assert run.ok, [f.describe() for f in run.failures]
+    assert [r.status for r in run.results] == ["ok"] * len(EXERCISE_NOTEBOOKS)
+    assert len(run.exercises) >= 4 and {e.status for e in run.exercises} == {"unsolved"}
+    for result in run.results:
+        outputs = [o for c in _read(result.executed).cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], result.name
+        assert any(FALLBACK_NOTE in o.get("text", "") for o in outputs), result.name

@@ -109,7 +109,8 @@ def test_nan_loss_stops_before_any_weight_changes():
 def test_kit_config_checks_sizes_and_presets():
     with pytest.raises(ValueError, match="data.size .100. differs"):
         load_kit_config(preset="quick", overrides=["data.size=100"])
-    with pytest.raises(ValueError, match="valid presets: paper, quick, smoke"):
+    with pytest.raises(ValueError, match="valid presets: paper, paper-nyud, paper-taskonomy, quick, "
+                                         "quick_v1, smoke"):
         load_kit_config(preset="fast")
     with pytest.raises(ValueError, match="multiples of 64"):
         VTAGML(ModelConfig(backbone=BackboneConfig(img_size=100)))

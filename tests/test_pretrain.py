@@ -139,3 +139,45 @@ def test_bad_configs_say_what_to_change():
     model = PretextModel(BackboneConfig(img_size=SIZE))
     with pytest.raises(ValueError, match="built for 64x64"):
         model(torch.zeros(1, 3, 2 * SIZE, 2 * SIZE))
+
+
+def test_weights_keywords_random_and_pretext(tmp_path, monkeypatch):
+    """backbone.weights: random (warned about, named in provenance) | pretext (the kit's file,
+    found without pretraining when the cache has it) | a file."""
+    from safetensors.torch import save_file
+
+    from vtagml_core.train.config import load_kit_config
+    from vtagml_core.train.pretrain import resolve_backbone_weights
+    from vtagml_core.train.trainer import Trainer
+
+    random_cfg = BackboneConfig(img_size=SIZE, weights="random")
+    assert random_cfg.random_init and random_cfg.describe_weights() == "random init"
+    FrozenBackbone(random_cfg)  # builds like weights: null
+    with pytest.raises(ValueError, match="resolve_backbone_weights"):
+        FrozenBackbone(BackboneConfig(img_size=SIZE, weights="pretext"))
+
+    monkeypatch.setenv("VTAGML_CACHE", str(tmp_path / "cache"))
+    target = default_pretrained_path("swinv2_tiny_cpu", SIZE, 0)
+    target.parent.mkdir(parents=True)
+    state = FrozenBackbone(BackboneConfig(img_size=SIZE)).model.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+
+    def must_not_train(*_args, **_kwargs):
+        raise AssertionError("a backbone already in the cache was pretrained again")
+
+    monkeypatch.setattr(pretrain_module, "pretrain", must_not_train)
+    cfg = load_kit_config(preset="smoke", overrides=["model.backbone.weights=pretext"])
+    resolved = resolve_backbone_weights(cfg)
+    assert resolved.model.backbone.weights == str(target) and cfg.model.backbone.weights == "pretext"
+    assert not resolved.model.backbone.random_init
+
+    lines: list[str] = []
+    smoke = load_kit_config(preset="smoke", overrides=["model.backbone.weights=random",
+                                                       "train.progress=false"])
+    Trainer(smoke, tmp_path / "random", log=lines.append).release_lock()
+    assert any("warning: the backbone swinv2_tiny_cpu starts from random weights" in m for m in lines)
+    lines.clear()
+    trainer = Trainer(cfg, tmp_path / "pretext", log=lines.append)
+    trainer.release_lock()
+    assert trainer.cfg.model.backbone.weights == str(target)
+    assert not any("random weights" in m for m in lines)

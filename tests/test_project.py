@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -109,3 +110,30 @@ def test_config_unknown_yaml_key_lists_valid_keys(tmp_path):
     f.write_text("inner:\n  sizes: 64\n")
     with pytest.raises(ConfigError, match="valid keys"):
         load_config(_Outer, f)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_clean_keeps_student_work_and_trained_runs(tmp_path):
+    kept = [tmp_path / "runs" / "student" / "03_taa.ipynb", tmp_path / "runs" / "train" / "x" / "best.pt"]
+    gone = [tmp_path / ".pytest_cache" / "v", tmp_path / "runs" / "reproduce" / "report.md",
+            tmp_path / "runs" / "notebooks" / "report.md", tmp_path / "pkg" / "__pycache__" / "m.pyc"]
+    for path in kept + gone:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    make = ["make", "-s", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path)]
+    subprocess.run([*make, "clean"], check=True, capture_output=True, timeout=60)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in gone)
+    refused = subprocess.run([*make, "clean-runs"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "CONFIRM=yes" in refused.stdout and all(p.exists() for p in kept)
+    subprocess.run([*make, "clean-runs", "CONFIRM=yes"], check=True, capture_output=True, timeout=60)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_lab_shows_the_notebooks_and_the_student_copies():
+    dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", "lab"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    student, lab = dry.stdout.strip().splitlines()[-2:]
+    assert "notebooks student --out runs/student" in student  # the copies exist before the lab
+    assert lab.endswith(f'jupyter lab --ServerApp.root_dir="{ROOT}"')  # notebooks/ and runs/ visible

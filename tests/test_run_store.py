@@ -218,3 +218,46 @@ def test_hub_style_from_pretrained_and_save_pretrained(store, tmp_path):
     assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
     with pytest.raises(FileNotFoundError, match="not a model folder|neither a local model folder"):
         VTAGML.from_pretrained(tmp_path / "missing")
+
+
+def test_time_estimates_come_from_this_store_else_from_the_preset(store, tmp_path):
+    """Before anything is trained the estimate is the preset's reference rate, said as such;
+    once the store holds a run of the same method and size, that run's measured rate wins."""
+    from vtagml_core.experiments.runs import estimate_text, run_steps
+    from vtagml_core.train.config import load_kit_config
+
+    cfg = load_kit_config(preset="smoke", overrides=["train.reference_step_seconds=3.0"])
+    spec = RunSpec("test", cfg, "vtagml")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    steps = run_steps(cfg)
+    assert estimate_text(spec, empty) == (
+        f", about {steps * 3.0 / 60:.1f} min ({steps} steps at 3.00 s/step, the preset's rate on "
+        "the reference 2-core CPU)")
+    cfg.train.reference_step_seconds = None
+    assert estimate_text(RunSpec("test", cfg, "vtagml"), empty) == ""
+    finished = [json.loads(p.read_text()) for p in sorted(store.glob("vtagml-*/results.json"))]
+    rates = sorted(r["train_seconds"] / r["steps"] for r in finished)
+    assert rates  # the module's store holds the CLI's run (and maybe others of the same size)
+    assert estimate_text(spec, store).endswith(
+        f"at {rates[len(rates) // 2]:.2f} s/step, measured on {len(rates)} run(s) of this store)")
+
+
+def test_seeds_from_the_environment_reach_the_setting_notebooks(store, tmp_path, monkeypatch):
+    """make reproduce SEEDS=0,1,2 -> $VTAGML_NB_SEEDS -> P.seeds -> the settings' seeds."""
+    from vtagml_core.notebooks.params import NotebookParameterError
+
+    monkeypatch.setenv("VTAGML_CACHE", str(store.parent / "cache"))
+    monkeypatch.setenv("VTAGML_NB_HEADLESS", "1")
+    monkeypatch.delenv("VTAGML_NB_PRESET", raising=False)
+    monkeypatch.delenv("VTAGML_NB_OUTPUT", raising=False)
+    monkeypatch.delenv("VTAGML_NB_SEEDS", raising=False)
+    P = resolve(preset="smoke", seed=4, output_dir=str(tmp_path / "nb"))
+    assert P.seeds == (4,) and settings_context(P, log=lambda m: None).seeds == [4]
+    monkeypatch.setenv("VTAGML_NB_SEEDS", "0,1,2")
+    P = resolve(preset="smoke", seed=4, output_dir=str(tmp_path / "nb"))
+    assert P.seeds == (0, 1, 2) and "seeds" in P.overridden
+    assert settings_context(P, log=lambda m: None).seeds == [0, 1, 2]
+    monkeypatch.setenv("VTAGML_NB_SEEDS", "zero")
+    with pytest.raises(NotebookParameterError, match="VTAGML_NB_SEEDS"):
+        resolve(preset="smoke", output_dir=str(tmp_path / "nb"))

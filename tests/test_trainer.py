@@ -39,9 +39,16 @@ STEPS_PER_EPOCH, EPOCHS = 2, 2
 #: Step after whose checkpoint the interrupted run kills itself (the middle of epoch 2).
 KILL_AT_STEP = 3
 
-KILL_SCRIPT = """
+#: Torch threads of every run in this file, in this process and in the killed subprocess: float
+#: reductions (and so the last bits of the weights) depend on the thread count, and an earlier
+#: test may have left this process with another count than a fresh subprocess has.
+THREADS = 1
+
+KILL_SCRIPT = f"""
 import os, signal, sys
 from pathlib import Path
+import torch
+torch.set_num_threads({THREADS})
 from vtagml_core.train.config import load_kit_config
 from vtagml_core.train.trainer import Trainer
 
@@ -57,6 +64,15 @@ KilledTrainer(load_kit_config(preset="quick", overrides=sys.argv[3:]), Path(sys.
 
 def tiny_cfg(*extra: str):
     return load_kit_config(preset="quick", overrides=TINY + list(extra))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def same_threads():
+    """:data:`THREADS` torch threads for the whole module (the subprocess sets the same)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "notebooks": ("vtagml_core.commands.notebooks",
                   "teaching notebooks: headless papermill run + report, student versions"),
     "train": ("vtagml_core.commands.train", "train a method: epochs, validation, checkpoints, --resume, torchrun"),
+    "evaluate": ("vtagml_core.commands.evaluate",
+                 "metric table of a checkpoint on any dataset split (synthetic, nyud, taskonomy, cityscapes)"),
     "demo": ("vtagml_core.commands.demo", "Gradio demo: per-task predictions, task affinities, attention"),
     "settings": ("vtagml_core.commands.settings",
                  "the paper's evaluation settings: mtl, zeroshot, uda, novel, efficiency, all"),
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     module = importlib.import_module(args._module)
     try:
+        if "torch" in sys.modules:  # a command that computes: $VTAGML_THREADS applies
+            from vtagml_core.runtime import configure_threads
+
+            configure_threads()
         return int(module.run(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -31,6 +31,9 @@ T = TypeVar("T")
 CONFIG_DIR: Path = Path(__file__).resolve().parent.parent / "configs"
 #: Top-level key of a YAML file naming the file it starts from.
 INHERIT_KEY: str = "inherit"
+#: Field metadata flag: :func:`to_dict` leaves the field out while it holds its default (a
+#: field added after runs were keyed, e.g. ``data.dataset``: synthetic runs keep their keys).
+OMIT_IF_DEFAULT: str = "omit_if_default"
 
 
 class ConfigError(ValueError):
@@ -134,14 +137,34 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     return cls(**kwargs)
 
 
-def to_dict(obj: Any) -> Any:
-    """Dataclass (nested) -> plain dict/list structure suitable for YAML or JSON."""
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def to_dict(obj: Any, *, complete: bool = False) -> Any:
+    """Dataclass (nested) -> plain dict/list structure suitable for YAML or JSON.
+
+    A field declared with ``metadata={OMIT_IF_DEFAULT: True}`` is left out while it holds its
+    default, so adding such a field changes neither the saved configs nor the run keys of the
+    configs that do not use it; ``complete=True`` writes every field (for showing and
+    overriding a config).
+    """
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if not complete and f.metadata.get(OMIT_IF_DEFAULT) and value == _field_default(f):
+                continue
+            out[f.name] = to_dict(value, complete=complete)
+        return out
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, complete=complete) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, complete=complete) for k, v in obj.items()}
     return obj
 
 
@@ -157,7 +180,7 @@ def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
     """Apply ``"a.b.c=value"`` overrides to a dataclass config, returning a new config."""
     if not overrides:
         return cfg
-    data = to_dict(cfg)
+    data = to_dict(cfg, complete=True)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")

@@ -41,4 +41,8 @@ def store_from_args(args: argparse.Namespace) -> Path:
 
 
 def config_from_args(args: argparse.Namespace) -> KitConfig:
-    return load_kit_config(args.config, args.overrides, preset=args.preset)
+    """The kit config of ``--config``/``--preset`` and ``--set``, fitted to its dataset
+    (``model.num_classes`` follows ``data.dataset``; a task it lacks is refused)."""
+    cfg = load_kit_config(args.config, args.overrides, preset=args.preset)
+    cfg.model.fit_to_data(cfg.data)
+    return cfg

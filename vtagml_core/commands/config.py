@@ -24,5 +24,5 @@ def run(args: argparse.Namespace) -> int:
     source = args.config or f"preset {args.preset}"
     extra = f" with {' '.join('--set ' + o for o in args.overrides)}" if args.overrides else ""
     print(f"# resolved config of {source}{extra}")
-    print(yaml.safe_dump(to_dict(config_from_args(args)), sort_keys=False), end="")
+    print(yaml.safe_dump(to_dict(config_from_args(args), complete=True), sort_keys=False), end="")
     return 0

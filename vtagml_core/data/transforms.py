@@ -164,6 +164,13 @@ def _resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.to(x.dtype)
 
 
+def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, 3, H, W)`` images in [0, 1] resampled to ``size = (H', W')``: bilinear with
+    anti-aliasing, clamped to [0, 1] (how every image of the kit is resized)."""
+    return F.interpolate(images.to(torch.float32), size=tuple(size), mode=IMAGE_INTERPOLATION,
+                         align_corners=False, antialias=True).clamp(0.0, 1.0)
+
+
 def resize_sample(sample: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
     """Resize every spatial entry of a contract sample to ``size = (H, W)``.
 
@@ -193,10 +200,7 @@ def resize_sample(sample: dict[str, Any], size: tuple[int, int]) -> dict[str, An
         if key in NON_SPATIAL_KEYS:
             out[key] = value
         elif key == "image":
-            out[key] = F.interpolate(
-                value[None].to(torch.float32), size=size, mode=IMAGE_INTERPOLATION,
-                align_corners=False, antialias=True,
-            )[0].clamp(0.0, 1.0)
+            out[key] = resize_images(value[None], size)[0]
         elif key == "seg":
             out[key] = _resize_nearest(value[None], size)[0]
         else:

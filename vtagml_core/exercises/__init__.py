@@ -4,13 +4,17 @@ In notebooks 02-04, cells tagged ``exercise`` ask the student to write one piece
 mechanism (the reference answer sits between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` and is
 removed from the student version, see :mod:`vtagml_core.nbtools.student`). The next cell
 calls a checker from here, which compares the function with the library on random inputs and
-says ``PASS``, or what is wrong and a hint::
+says ``PASS``, or what is wrong and a hint (``UNSOLVED`` while the stub is still there)::
 
     from vtagml_core.exercises import check_mirror_descent
     check_mirror_descent(my_update)
-"""
-from .checkers import check_cosine_similarity, check_film_bias, check_mirror_descent, check_tsn
-from .harness import CheckResult
 
-__all__ = ["CheckResult", "check_cosine_similarity", "check_film_bias", "check_mirror_descent",
-           "check_tsn"]
+The exercise function is decorated with ``@exercise("mirror_descent")``: until the student
+writes it, calls return the reference answer with a printed note, so the notebook runs on.
+"""
+from .checkers import (EXERCISES, check_cosine_similarity, check_film_bias, check_mirror_descent,
+                       check_tsn, exercise)
+from .harness import FALLBACK_NOTE, CheckResult
+
+__all__ = ["EXERCISES", "FALLBACK_NOTE", "CheckResult", "check_cosine_similarity",
+           "check_film_bias", "check_mirror_descent", "check_tsn", "exercise"]

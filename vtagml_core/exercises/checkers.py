@@ -12,10 +12,15 @@ check_mirror_descent       ``f(omega, sim, kappa, sign) -> omega'``      Algorit
 check_film_bias            ``f(omega (T, N), A, W, b) -> A' (T, L, L)``  Eq. 3 (FiLM bias)
 check_tsn                  ``f(a, omega~, gamma', beta', g, b, eps)``    Eq. 4 (TSN)
 =========================  ==========================================  ====================
+
+An exercise cell decorates the student's function with :func:`exercise` and the exercise's
+name from :data:`EXERCISES` (``@exercise("film_bias")``): while the function still raises
+``NotImplementedError`` the notebook goes on with the reference (and says so).
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +30,7 @@ from vtagml_core.model.taa import FilmBias
 from vtagml_core.model.troa import gradient_cosine_similarity, mirror_descent_update
 from vtagml_core.model.tsn import LAYER_NORM_EPS, TaskScaledNorm
 
-from .harness import Case, CheckResult, Mistake, check_function
+from .harness import Case, CheckResult, Mistake, check_function, reference_fallback
 
 #: Row sums of an affinity matrix must be 1 within this.
 ROW_SUM_TOL: float = 1e-4
@@ -145,7 +150,7 @@ def _film_cases() -> list[Case]:
 
 
 def _film_reference(omega: Tensor, A: Tensor, W: Tensor, b: Tensor) -> Tensor:
-    film = FilmBias(A.shape[0], omega.shape[1])
+    film = FilmBias(A.shape[0], omega.shape[1]).to(device=omega.device, dtype=omega.dtype)
     with torch.no_grad():
         film.A.copy_(A)
         film.film.weight.copy_(W)
@@ -224,7 +229,7 @@ def _tsn_cases() -> list[Case]:
 
 
 def _tsn_reference(a, omega_tilde, gamma_p, beta_p, film_scale, film_shift, eps):
-    tsn = TaskScaledNorm(a.shape[-1], gamma_p, beta_p, eps=eps)
+    tsn = TaskScaledNorm(a.shape[-1], gamma_p, beta_p, eps=eps).to(device=a.device, dtype=a.dtype)
     tsn.film_scale.load_state_dict(film_scale.state_dict())
     tsn.film_shift.load_state_dict(film_shift.state_dict())
     with torch.no_grad():
@@ -288,4 +293,49 @@ def check_tsn(student: Callable[..., Tensor]) -> CheckResult:
                           mistakes, shape_hint="TSN keeps the shape of a: (T, B, L, C)")
 
 
-__all__ = ["check_cosine_similarity", "check_film_bias", "check_mirror_descent", "check_tsn"]
+# ----------------------------------------------------------------------- the exercises
+@dataclass(frozen=True)
+class Exercise:
+    """One course exercise: its checker, the reference the notebook falls back to, the
+    checker's title of it and its random test cases."""
+
+    checker: Callable[[Callable[..., Any]], CheckResult]
+    reference: Callable[..., Tensor]
+    title: str
+    cases: Callable[[], list[Case]]
+
+
+#: Every exercise by the name an exercise cell gives :func:`exercise`.
+EXERCISES: dict[str, Exercise] = {
+    "cosine_similarity": Exercise(check_cosine_similarity, gradient_cosine_similarity,
+                                  "gradient cosine similarity", _cosine_cases),
+    "mirror_descent": Exercise(check_mirror_descent, mirror_descent_update,
+                               "mirror-descent row update", _mirror_cases),
+    "film_bias": Exercise(check_film_bias, _film_reference, "FiLM bias A'(omega_t)", _film_cases),
+    "tsn": Exercise(check_tsn, _tsn_reference, "task-scaled normalization", _tsn_cases),
+}
+
+
+def exercise(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator of an exercise function: fall back to the reference while it is unsolved.
+
+    ``@exercise("film_bias")`` above ``def my_film_bias(...)`` keeps the student's function
+    (the checker judges it), but while it raises ``NotImplementedError`` the call returns the
+    library's answer and prints once "using the reference solution: your answer is missing",
+    so the cells after the exercise still run.
+
+    Raises:
+        KeyError: ``name`` is not an exercise (the message lists them).
+    """
+    if name not in EXERCISES:
+        raise KeyError(f"no exercise named {name!r}; exercises: {', '.join(EXERCISES)}")
+    ex = EXERCISES[name]
+
+    def decorate(student: Callable[..., Any]) -> Callable[..., Any]:
+        return reference_fallback(student, ex.reference, ex.title)
+
+    return decorate
+
+
+__all__ = ["EXERCISES", "Exercise", "check_cosine_similarity", "check_film_bias",
+           "check_mirror_descent", "check_tsn", "exercise"]

@@ -9,11 +9,20 @@ much the output differs.
 
 The result is a :class:`CheckResult`: ``passed``, a ``message`` and a ``hint``; it prints as
 one line (``PASS: ...`` or ``FAIL: ...`` plus the hint) so a notebook cell can end with it.
-A function that still raises ``NotImplementedError`` (the student version's stub) gets a
-"not implemented yet" result instead of a traceback, so a student notebook runs top to bottom.
+A function that still raises ``NotImplementedError`` (the student version's stub) gets an
+``UNSOLVED`` result instead of a traceback. The exercise cell wraps the student's function with
+:func:`reference_fallback` (through :func:`vtagml_core.exercises.exercise`), so that until the
+answer is written the cells further down run with the reference solution and print
+:data:`FALLBACK_NOTE`: a student notebook runs top to bottom.
+
+Every result prints as one line that starts with its :attr:`CheckResult.status` in capitals
+(``PASS``, ``FAIL`` or ``UNSOLVED``) followed by the exercise's name: the headless runner reads
+these lines back from the executed notebook (:data:`RESULT_LINE`).
 """
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -25,6 +34,15 @@ ATOL: float = 1e-5
 RTOL: float = 1e-4
 
 
+#: Statuses of a check, and the word each result line starts with.
+PASSED, FAILED, UNSOLVED = "passed", "failed", "unsolved"
+STATUS_WORDS: dict[str, str] = {PASSED: "PASS", FAILED: "FAIL", UNSOLVED: "UNSOLVED"}
+#: A printed result line: ``WORD: exercise name: message`` (exercise names hold no colon).
+RESULT_LINE = re.compile(r"^(PASS|FAIL|UNSOLVED): ([^:\n]+): (.*)$")
+#: Printed once by a wrapped exercise function the first time it falls back to the reference.
+FALLBACK_NOTE: str = "using the reference solution: your answer is missing"
+
+
 @dataclass
 class CheckResult:
     """Verdict of a checker.
@@ -34,21 +52,62 @@ class CheckResult:
         exercise: what was checked (e.g. ``"mirror-descent row update"``).
         message: what was found.
         hint: how to fix it (empty when passed).
+        unsolved: True when the function is still the stub (raises ``NotImplementedError``).
+        note: an extra line (e.g. that the notebook goes on with the reference solution).
     """
 
     passed: bool
     exercise: str
     message: str
     hint: str = ""
+    unsolved: bool = False
+    note: str = ""
+
+    @property
+    def status(self) -> str:
+        """``"passed"``, ``"failed"`` or ``"unsolved"``."""
+        return PASSED if self.passed else UNSOLVED if self.unsolved else FAILED
 
     def __str__(self) -> str:
-        head = f"{'PASS' if self.passed else 'FAIL'}: {self.exercise}: {self.message}"
-        return head if self.passed or not self.hint else f"{head}\nHint: {self.hint}"
+        lines = [f"{STATUS_WORDS[self.status]}: {self.exercise}: {self.message}"]
+        if self.hint and not self.passed:
+            lines.append(f"Hint: {self.hint}")
+        if self.note:
+            lines.append(f"Note: {self.note}")
+        return "\n".join(lines)
 
     __repr__ = __str__
 
     def __bool__(self) -> bool:
         return self.passed
+
+
+def reference_fallback(student: Callable[..., Any], reference: Callable[..., Any],
+                       exercise: str) -> Callable[..., Any]:
+    """Wrap ``student`` so that while it raises ``NotImplementedError`` ``reference`` answers.
+
+    The first fallback prints ``Note: <exercise>: using the reference solution: your answer is
+    missing ...``, so the student sees which results are not theirs. Any other exception of the
+    student's function propagates (it is their bug to see), and a function that returns
+    something is used as it is. Checkers look through the wrapper (``__wrapped__``) and judge
+    the student's own function.
+    """
+    noted = False
+
+    @functools.wraps(student)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal noted
+        try:
+            return student(*args, **kwargs)
+        except NotImplementedError:
+            if not noted:
+                noted = True
+                print(f"Note: {exercise}: {FALLBACK_NOTE} (write it in the exercise cell above "
+                      "and run the cells again)")
+            return reference(*args, **kwargs)
+
+    wrapper.reference_fallback = exercise  # type: ignore[attr-defined]
+    return wrapper
 
 
 @dataclass
@@ -109,13 +168,19 @@ def check_function(
     if not callable(student):
         return CheckResult(False, exercise, f"expected a function, got {type(student).__name__}",
                            "pass the function itself, e.g. check(my_function), not its result")
+    falls_back = hasattr(student, "reference_fallback")
+    if falls_back:
+        student = student.__wrapped__  # judge the student's own function, not the fallback
     for case in cases:
         args = _clone_args(case.args)
         try:
             out = student(*args)
         except NotImplementedError:
+            note = (f"{FALLBACK_NOTE}; the cells below run with the reference solution until you "
+                    "write yours" if falls_back else "")
             return CheckResult(False, exercise, "not implemented yet",
-                               "replace the `raise NotImplementedError` line with your code")
+                               "replace the `raise NotImplementedError` line with your code",
+                               unsolved=True, note=note)
         except Exception as err:  # the student's bug: report it, do not crash the notebook
             return CheckResult(False, exercise,
                                f"your function raised {type(err).__name__}: {err} on {case.label}",
@@ -160,4 +225,5 @@ def check_function(
     return CheckResult(True, exercise, f"matches the reference on {len(cases)} random cases")
 
 
-__all__ = ["ATOL", "Case", "CheckResult", "Mistake", "RTOL", "check_function"]
+__all__ = ["ATOL", "FAILED", "FALLBACK_NOTE", "PASSED", "RESULT_LINE", "RTOL", "STATUS_WORDS",
+           "UNSOLVED", "Case", "CheckResult", "Mistake", "check_function", "reference_fallback"]

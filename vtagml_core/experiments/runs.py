@@ -321,11 +321,12 @@ def run_steps(cfg: KitConfig) -> int:
 
 
 def estimate_text(spec: RunSpec, store: str | Path) -> str:
-    """``", about N min (M steps at S s/step, measured on this store's runs)"`` or ``""``.
+    """``", about N min (M steps at S s/step, ...)"`` or ``""`` when nothing says how fast.
 
     The rate is the median seconds per optimizer step of the finished runs in ``store`` of the
-    same method and image size (their ``results.json``): a measurement of this machine, not a
-    guess; with no such run there is no estimate.
+    same method and image size (their ``results.json``): a measurement of this machine. Before
+    there is any, it is the preset's ``train.reference_step_seconds`` (measured on the reference
+    2-core CPU), said as such.
     """
     rates = []
     for results in Path(store).glob(f"{spec.method}-*/{RESULTS_FILE}"):
@@ -336,12 +337,16 @@ def estimate_text(spec: RunSpec, store: str | Path) -> str:
             continue
         if data.get("steps") and cfg["data"]["size"] == spec.cfg.data.size:
             rates.append(data["train_seconds"] / data["steps"])
-    if not rates:
-        return ""
-    rate = sorted(rates)[len(rates) // 2]
     steps = run_steps(spec.cfg)
-    return (f", about {steps * rate / 60:.1f} min ({steps} steps at {rate:.2f} s/step, measured "
-            f"on {len(rates)} run(s) of this store)")
+    if rates:
+        rate = sorted(rates)[len(rates) // 2]
+        source = f"measured on {len(rates)} run(s) of this store"
+    elif spec.cfg.train.reference_step_seconds:
+        rate = spec.cfg.train.reference_step_seconds
+        source = "the preset's rate on the reference 2-core CPU"
+    else:
+        return ""
+    return f", about {steps * rate / 60:.1f} min ({steps} steps at {rate:.2f} s/step, {source})"
 
 
 __all__ = ["KEY_LENGTH", "NON_KEY_FIELDS", "RESULTS_SUBDIR", "RUN_INFO_FILE", "STORE_ENV",

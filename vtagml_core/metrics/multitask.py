@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from vtagml_core.metrics.base import AccumulatingMetric
@@ -34,6 +35,7 @@ __all__ = [
     "NormalMetrics",
     "EdgeMetrics",
     "MultiTaskMetrics",
+    "resize_to_label",
     "METRIC_DIRECTIONS",
     "PRIMARY_METRICS",
     "FRACTION_METRICS",
@@ -83,6 +85,18 @@ FRACTION_METRICS: frozenset[str] = frozenset(
 _USES_VALID_MASK: dict[str, bool] = {"seg": False, "depth": True, "normals": True, "edges": False}
 
 
+def resize_to_label(raw: Tensor, label: Tensor) -> Tensor:
+    """``raw`` (B, C, h, w) head outputs, bilinearly resized to ``label``'s (H, W) if they differ.
+
+    Evaluation at the labels' native resolution: the prediction follows the label, never the
+    other way round (resampling labels would change what is scored).
+    """
+    hw = tuple(label.shape[-2:])
+    if raw.dim() != 4 or tuple(raw.shape[-2:]) == hw:
+        return raw
+    return F.interpolate(raw.float(), size=hw, mode="bilinear", align_corners=False)
+
+
 class MultiTaskMetrics:
     """One split-level metric per task, fed with raw head outputs.
 
@@ -113,7 +127,10 @@ class MultiTaskMetrics:
     def update(self, outputs_raw: dict[str, Tensor], batch: dict) -> None:
         """Score one batch: ``outputs_raw[task]`` (B, C, H, W) head outputs, ``batch`` labels.
 
-        Predictions are made with :func:`~vtagml_core.metrics.predictions.to_prediction`.
+        Predictions are made with :func:`~vtagml_core.metrics.predictions.to_prediction`. Head
+        outputs of another spatial size than the labels (a model run at its input size, scored
+        at the labels' native resolution) are resized to the labels first, bilinearly on the raw
+        outputs (logits, depth, normals, edge logits); the labels are never resampled.
         """
         for task, metric in self.metrics.items():
             if task not in outputs_raw:
@@ -123,7 +140,7 @@ class MultiTaskMetrics:
                     f"batch has no {task!r} labels (keys: {sorted(batch)}); evaluate on a dataset "
                     f"built with task {task!r} or drop it from MultiTaskMetrics' tasks"
                 )
-            pred = to_prediction(task, outputs_raw[task].detach())
+            pred = to_prediction(task, resize_to_label(outputs_raw[task].detach(), batch[task]))
             valid = batch.get("valid") if _USES_VALID_MASK[task] else None
             metric.update(pred, batch[task], valid=valid)
 

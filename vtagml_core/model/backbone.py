@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -34,7 +35,7 @@ from .backbone_families import (  # noqa: F401  (constants re-exported for exist
     make_walk,
     validate_taps,
 )
-from .backbone_weights import check_backbone_name, create_timm_model
+from .backbone_weights import PRETEXT_WEIGHTS, RANDOM_WEIGHTS, check_backbone_name, create_timm_model
 
 #: Image channels the backbone expects (RGB).
 IMAGE_CHANNELS: int = 3
@@ -49,8 +50,12 @@ class BackboneConfig:
             model name of a supported family (paper scale: ``"swinv2_base_window8_256"``).
         img_size: square image side the backbone is built for. timm builds Swin V2 and ViT for one
             fixed size (attention masks, position tables), so images of another size raise.
-        pretrained: load timm's hub (ImageNet) weights; needs internet.
-        weights: a local ``.safetensors`` or torch state-dict file to load instead.
+        pretrained: load timm's hub (ImageNet) weights: from the local Hugging Face cache, else
+            the hub (needs internet).
+        weights: ``"random"`` (or null: random initialisation, warned about and written into
+            every result's provenance), ``"pretext"`` (the kit's pretext-pretrained backbone for
+            this name and size, pretrained once at first use; ``vtagml_core.train.pretrain``),
+            or a local ``.safetensors`` / torch state-dict file of the timm model.
         taps: ``(stage, block)`` pairs (0-based) whose outputs the adapters read, in forward order;
             ``None`` takes the paper's placement. ViT has a single stage 0.
         frozen: True (the paper): no gradients, always eval mode. False: the backbone trains with
@@ -63,6 +68,22 @@ class BackboneConfig:
     weights: str | None = None
     taps: list[Tap] | None = field(default=None)
     frozen: bool = True
+
+    @property
+    def random_init(self) -> bool:
+        """True when no weights are loaded: neither timm's nor a file nor the kit's pretext ones."""
+        return not self.pretrained and self.weights in (None, RANDOM_WEIGHTS)
+
+    def describe_weights(self) -> str:
+        """``"random init"``, ``"timm pretrained"``, ``"pretext-pretrained (kit)"`` or the file."""
+        if self.random_init:
+            return "random init"
+        if self.pretrained:
+            return "timm pretrained"
+        # the kit's pretraining writes its record (recipe, losses) beside the weights file
+        if self.weights == PRETEXT_WEIGHTS or Path(str(self.weights)).with_suffix(".json").is_file():
+            return "pretext-pretrained (kit)"
+        return f"weights {Path(str(self.weights)).name}"
 
     def __post_init__(self) -> None:
         check_backbone_name(self.name)

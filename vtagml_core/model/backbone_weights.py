@@ -125,6 +125,12 @@ def _create_from_timm(name: str, img_size: int, pretrained: bool) -> nn.Module:
         ) from err
 
 
+#: ``backbone.weights`` keywords: random initialisation, and the kit's pretext-pretrained file
+#: (resolved to that file by :func:`vtagml_core.train.pretrain.resolve_backbone_weights`).
+RANDOM_WEIGHTS: str = "random"
+PRETEXT_WEIGHTS: str = "pretext"
+
+
 def create_timm_model(
     name: str,
     img_size: int,
@@ -136,15 +142,25 @@ def create_timm_model(
     Args:
         name: a key of :data:`TINY_CONFIGS` or any timm model name.
         img_size: image side the model is built for (Swin V2 and ViT are built for one size).
-        pretrained: load timm's hub weights (needs internet; not available for tiny configs).
-        weights: local weights file, see :func:`load_backbone_weights`.
+        pretrained: load timm's hub weights (from the local Hugging Face cache, or the hub when
+            online; not available for tiny configs).
+        weights: local weights file (see :func:`load_backbone_weights`), or ``"random"`` (same
+            as None). ``"pretext"`` must be resolved to its file first.
 
     Raises:
         ValueError: unknown name, or both ``pretrained`` and ``weights`` given, or the weights
-            file does not fit the model.
+            file does not fit the model, or an unresolved ``"pretext"``.
         RuntimeError: ``pretrained=True`` and the hub cannot be reached.
     """
     check_backbone_name(name)
+    if weights == RANDOM_WEIGHTS:
+        weights = None
+    if weights == PRETEXT_WEIGHTS:
+        raise ValueError(
+            f"backbone {name!r}: weights: pretext names the kit's pretext-pretrained file, which "
+            "has to be found (or pretrained) first: the train command, the trainer and the "
+            "settings do it; in Python call vtagml_core.train.pretrain.resolve_backbone_weights(cfg)"
+        )
     if pretrained and weights is not None:
         raise ValueError(
             f"backbone {name!r}: give either pretrained: true (timm hub weights) or a local "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vtagml_core.data.config import DataConfig
+
 from .adapter import AdapterConfig
 from .backbone import BackboneConfig
 from .decoder import DecoderConfig
@@ -81,7 +83,32 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     mtlora: MTLoRAConfig = field(default_factory=MTLoRAConfig)
 
+    def fit_to_data(self, data: DataConfig) -> "ModelConfig":
+        """Make this config follow ``data``'s dataset; returns ``self`` (changed in place).
+
+        ``num_classes`` left unset becomes the real dataset's class count, and an explicit value
+        must equal it (synthetic keeps whatever is set, ``None`` by default, so its saved configs
+        and run keys do not change). Every task of :attr:`tasks` must be one the dataset has labels for.
+
+        Raises:
+            ValueError: a task the dataset lacks (naming what it has), or a ``num_classes``
+                other than the dataset's (saying which override to drop).
+        """
+        data.check_tasks(self.tasks)
+        if data.is_synthetic:
+            return self
+        info = data.info()
+        if self.num_classes is None:
+            self.num_classes = info.num_classes
+        elif self.num_classes != info.num_classes:
+            raise ValueError(
+                f"model.num_classes={self.num_classes} but data.dataset={data.dataset} has "
+                f"{info.num_classes} classes; drop the model.num_classes override (it follows the dataset)")
+        return self
+
     def resolved_num_classes(self) -> int:
+        """The seg head's width: :attr:`num_classes`, else the synthetic benchmark's class count
+        (:meth:`fit_to_data` fills it in for a real dataset)."""
         if self.num_classes is not None:
             if self.num_classes < 1:
                 raise ValueError(f"model.num_classes must be positive, got {self.num_classes}")

@@ -29,7 +29,10 @@ Choices this module makes where the paper is silent (each one is a small, named 
   ``FinalPatchExpand_X4``) gives an ``H x W`` map. docs/benchmark.md reports that edges barely
   beat predicting zeros without a full-resolution path, so a light image branch (two 3x3 convs,
   :class:`ImageSkip`) is concatenated and fused with one 3x3 conv. ``image_skip_channels=0``
-  removes that branch (and the fusion conv) completely.
+  removes that branch (and the fusion conv) completely. With ``share_image_skip`` the image
+  branch is computed once per forward and given to every task's decoder (as the peers'
+  :class:`~vtagml_core.baselines.common.FullResHeads` do): the image carries no task, and at
+  128 px the per-task copies were a quarter of a four-task CPU training step.
 * **Attention heads**: the paper lists 48/24/12/6 heads, which do not divide Swin-B V2's
   1024/512/256/128 channels (1024 / 48 is not an integer). By default this kit keeps Swin's head
   width of :data:`DEFAULT_HEAD_DIM` channels (32/16/8/4 heads at paper scale); ``num_heads`` sets
@@ -80,6 +83,9 @@ class DecoderConfig:
             architecture (paper Sec. 3.3 text and the official code; the default).
         image_skip_channels: width of the light full-resolution image path (docs/benchmark.md);
             0 disables it.
+        share_image_skip: one image path for all tasks (built by
+            :class:`~vtagml_core.model.heads.MultiTaskDecoder`, computed once per forward) instead
+            of one per task decoder; each decoder keeps its own fusion conv.
         image_fuse_kernel: kernel of the conv that fuses the image path with the decoder output
             at full resolution (odd). 3 mixes a 3x3 neighbourhood; 1 is ~9x cheaper and at the
             quick preset's 128 px the 3x3 fuse alone was ~40% of a 4-task training step (the
@@ -95,6 +101,7 @@ class DecoderConfig:
     mlp_ratio: float = 4.0
     shared: bool = False
     image_skip_channels: int = 16
+    share_image_skip: bool = False
     image_fuse_kernel: int = IMAGE_CONV_KERNEL
     zero_init_residual: bool = True
 
@@ -219,6 +226,13 @@ class ImageSkip(nn.Module):
         return self.net(image)
 
 
+def _check_nchw(name: str, x: Tensor | None, want: tuple[int, ...], why: str) -> None:
+    """Raise ValueError naming ``name`` when ``x`` is missing or not of shape ``want``."""
+    if x is None or tuple(x.shape) != want:
+        got = None if x is None else tuple(x.shape)
+        raise ValueError(f"{name}: expected shape {want} ({why}), got {got}")
+
+
 def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(size, int):
         return (size, size)
@@ -298,15 +312,16 @@ class SwinDecoder(nn.Module):
         self.final_upsample = (
             PatchExpand(last, last, self.final_scale) if self.final_scale > 1 else nn.Identity()
         )
+        own_skip = cfg.image_skip_channels > 0 and not cfg.share_image_skip
+        self.image_skip: ImageSkip | None = (
+            ImageSkip(in_chans, cfg.image_skip_channels) if own_skip else None)
         if cfg.image_skip_channels > 0:
-            self.image_skip: ImageSkip | None = ImageSkip(in_chans, cfg.image_skip_channels)
             self.image_fuse: nn.Module | None = nn.Sequential(
                 nn.Conv2d(last + cfg.image_skip_channels, last, cfg.image_fuse_kernel,
                           padding=cfg.image_fuse_kernel // 2),
                 nn.GELU(),
             )
         else:
-            self.image_skip = None
             self.image_fuse = None
         self._init_weights()
 
@@ -353,13 +368,17 @@ class SwinDecoder(nn.Module):
                 f"it; if the image size changed, build the decoder with the new img_size"
             )
 
-    def forward(self, deep: Tensor, skips: list[Tensor], image: Tensor | None = None) -> Tensor:
+    def forward(self, deep: Tensor, skips: list[Tensor], image: Tensor | None = None,
+                image_features: Tensor | None = None) -> Tensor:
         """Decode to full resolution.
 
         Args:
             deep: deepest adapter output ``(B, h0, w0, C_in)``, stride ``deep_stride``.
             skips: deep to shallow, ``[(B, 2h0, 2w0, C_s1), (B, 4h0, 4w0, C_s2), ...]``.
-            image: ``(B, 3, H, W)``; required when the image path is on, ignored otherwise.
+            image: ``(B, 3, H, W)``; required when this decoder owns the image path, ignored
+                otherwise.
+            image_features: ``(B, C_img, H, W)``, the shared image path's output; required
+                when ``share_image_skip`` is on, ignored otherwise.
 
         Returns:
             ``(B, out_channels, H, W)`` features for the task head.
@@ -378,16 +397,19 @@ class SwinDecoder(nn.Module):
             self._check(f"skips[{i}]", skips[i], self.feature_sizes[i + 1], self.skip_channels[i])
             x = stage(fuse(up(x), skips[i]))
         x = self.final_upsample(x).permute(0, 3, 1, 2)  # (B, D, H, W)
-        if self.image_skip is None:
+        if self.image_fuse is None:
             return x.contiguous()
-        want = (deep.shape[0], self.in_chans, *self.img_size)
-        if image is None or tuple(image.shape) != want:
-            got = None if image is None else tuple(image.shape)
-            raise ValueError(
-                f"image: expected shape {want} (the full-resolution image path is on; set "
-                f"image_skip_channels=0 to disable it), got {got}"
-            )
-        return self.image_fuse(torch.cat([x, self.image_skip(image)], dim=1))
+        if self.image_skip is not None:
+            _check_nchw("image", image, (deep.shape[0], self.in_chans, *self.img_size),
+                        "the full-resolution image path is on; set image_skip_channels=0 to "
+                        "disable it")
+            image_features = self.image_skip(image)
+        else:
+            _check_nchw("image_features", image_features,
+                        (deep.shape[0], self.cfg.image_skip_channels, *self.img_size),
+                        "share_image_skip is on: pass the shared ImageSkip's output, as "
+                        "MultiTaskDecoder does")
+        return self.image_fuse(torch.cat([x, image_features], dim=1))
 
     def extra_repr(self) -> str:
         return (f"dims={self.dims}, heads={self.heads}, feature_sizes={self.feature_sizes}, "

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from vtagml_core.model.decoder import (
+    ImageSkip,
     DEFAULT_DEEP_STRIDE,
     RGB_CHANNELS,
     DecoderConfig,
@@ -97,6 +98,10 @@ class MultiTaskDecoder(nn.Module):
 
         keys = (SHARED_KEY,) if cfg.shared else self.tasks
         self.decoders = nn.ModuleDict({k: make() for k in keys})
+        #: The one image path of all tasks (``cfg.share_image_skip``), else None.
+        self.image_skip: ImageSkip | None = (
+            ImageSkip(in_chans, cfg.image_skip_channels)
+            if cfg.share_image_skip and cfg.image_skip_channels > 0 else None)
         out = next(iter(self.decoders.values())).out_channels
         self.heads = build_heads(self.tasks, out, num_classes)
 
@@ -126,17 +131,25 @@ class MultiTaskDecoder(nn.Module):
         if unknown:
             raise KeyError(f"no decoder for task(s) {unknown}; this model has {self.tasks}")
         order = [t for t in self.tasks if t in per_task_inputs]
+        img_feats = None
+        if self.image_skip is not None:
+            if image is None:
+                raise ValueError("image: the shared full-resolution image path is on "
+                                 "(share_image_skip); pass the (B, 3, H, W) image")
+            img_feats = self.image_skip(image)  # (B, C_img, H, W), once for all tasks
         if self.cfg.shared and len(order) > 1 and _stackable([per_task_inputs[t] for t in order]):
-            feats = self._shared_batched(order, per_task_inputs, image)
+            feats = self._shared_batched(order, per_task_inputs, image, img_feats)
         else:
             feats = {
-                t: self.decoder_for(t)(per_task_inputs[t][0], per_task_inputs[t][1], image)
+                t: self.decoder_for(t)(per_task_inputs[t][0], per_task_inputs[t][1], image,
+                                       img_feats)
                 for t in order
             }
         return {t: self.heads[t](feats[t]) for t in order}
 
     def _shared_batched(
-        self, order: list[str], inputs: dict[str, DecoderInputs], image: Tensor | None
+        self, order: list[str], inputs: dict[str, DecoderInputs], image: Tensor | None,
+        img_feats: Tensor | None,
     ) -> dict[str, Tensor]:
         """Shared mode: stack the tasks along the batch and run the one decoder once.
 
@@ -147,8 +160,10 @@ class MultiTaskDecoder(nn.Module):
         deep = torch.cat([inputs[t][0] for t in order], dim=0)
         skips = [torch.cat([inputs[t][1][i] for t in order], dim=0)
                  for i in range(len(inputs[order[0]][1]))]
-        img = None if image is None else image.repeat(n, *([1] * (image.dim() - 1)))
-        out = self.decoders[SHARED_KEY](deep, skips, img)
+        def repeat(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.repeat(n, *([1] * (x.dim() - 1)))
+
+        out = self.decoders[SHARED_KEY](deep, skips, repeat(image), repeat(img_feats))
         return dict(zip(order, out.split(b, dim=0)))
 
 

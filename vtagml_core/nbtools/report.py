@@ -2,7 +2,8 @@
 
 The report gathers, per executed notebook and in cell order, the outputs of the cells tagged
 ``report`` (the notebooks' tables, key figures and closing summaries), after a table with
-every notebook's status and seconds. Output kinds:
+every notebook's status, exercise checks and seconds, and a list of every exercise check
+(passed, failed or unsolved, with the checker's message). Output kinds:
 
 =======================================  ===========================  ==========================
 notebook output                          report.md                    report.html
@@ -33,14 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .results import REPORT_TAG, RunResult
+from .results import INJECTED_TAG, REPORT_TAG, RunResult
 from vtagml_core.viz.static import figure_image
 
 REPORT_MD, REPORT_HTML, FIGURES_DIR = "report.md", "report.html", "figures"
 PLOTLY_JS: str = "plotly.min.js"
 PLOTLY_MIME: str = "application/vnd.plotly.v1+json"
-#: Tag papermill gives the cell it injects after the parameters cell.
-INJECTED_TAG: str = "injected-parameters"
 #: Outputs that carry no content for a report (widget views, ANSI progress bars).
 SKIPPED_MIMES: tuple[str, ...] = ("application/vnd.jupyter.widget-view+json",)
 
@@ -149,6 +148,18 @@ def _environment_line(run: RunResult) -> str:
             + ", ".join(f"`{k}={v}`" for k, v in run.parameters.items() if k != "output_dir"))
 
 
+def exercises_section(run: RunResult) -> list[str]:
+    """``## Exercises``: one row per exercise check of the run (no lines when there is none)."""
+    if not run.exercises:
+        return []
+    md = ["## Exercises", "", "| notebook | cell | exercise | result | message |",
+          "|---|---:|---|---|---|"]
+    for e in run.exercises:
+        message = e.message.replace("|", "\\|")
+        md.append(f"| {e.notebook} | {e.cell_index} | {e.exercise} | {e.status} | {message} |")
+    return md + [""]
+
+
 def write_report(run: RunResult) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``run.out``; returns both paths."""
     import nbformat
@@ -161,11 +172,14 @@ def write_report(run: RunResult) -> tuple[Path, Path]:
     (figures / PLOTLY_JS).write_text(get_plotlyjs())
     total = sum(r.seconds for r in run.results)
     md = [f"# Notebook run, preset `{run.preset}`", "", _environment_line(run), "",
-          "| notebook | status | seconds |", "|---|---|---:|"]
-    md += [f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.1f} |" for r in run.results]
-    md += [f"| total | {'ok' if run.ok else 'FAILED'} | {total:.1f} |", ""]
+          "| notebook | status | exercises | seconds |", "|---|---|---|---:|"]
+    md += [f"| {r.name} | {r.status} | {r.exercise_summary()} | {r.seconds:.1f} |"
+           for r in run.results]
+    md += [f"| total | {'ok' if run.ok else 'FAILED'} | | {total:.1f} |", ""]
     if not run.ok:
-        md += ["## Failures", ""] + [f"- {f.describe()}" for f in run.failures] + [""]
+        md += ["## Failures", ""] + [f"- {f.describe()}" for f in run.failures]
+        md += [f"- {e.describe()}" for e in run.failed_exercises] + [""]
+    md += exercises_section(run)
     body = [_markdown_to_html("\n".join(md))]
     for result in run.results:
         md += [f"## {result.name}", ""]
@@ -216,4 +230,5 @@ def write_report(run: RunResult) -> tuple[Path, Path]:
     return md_path, html_path
 
 
-__all__ = ["claims_section", "collect_report_items", "settings_results_dir", "write_report"]
+__all__ = ["claims_section", "collect_report_items", "exercises_section", "settings_results_dir",
+           "write_report"]

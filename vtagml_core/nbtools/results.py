@@ -11,6 +11,8 @@ from typing import Any
 
 #: Cell tag of the cells whose outputs go into the report.
 REPORT_TAG: str = "report"
+#: Tag papermill gives the cell it injects after the parameters cell.
+INJECTED_TAG: str = "injected-parameters"
 
 
 @dataclass
@@ -36,18 +38,67 @@ class CellFailure:
         return f"{self.notebook} {where} (`{self.first_line}`): {self.ename}: {self.evalue}"
 
 
+#: Statuses of an exercise check (the words of :mod:`vtagml_core.exercises.harness`).
+EXERCISE_STATUSES: tuple[str, ...] = ("passed", "failed", "unsolved")
+
+
+@dataclass
+class ExerciseResult:
+    """One exercise check printed by an executed notebook.
+
+    Attributes:
+        notebook: file name.
+        cell_index: index of the check cell in the source notebook (papermill's injected
+            parameters cell not counted).
+        exercise: the checker's name of the exercise (e.g. ``"mirror-descent row update"``).
+        status: ``"passed"``, ``"failed"`` or ``"unsolved"`` (the stub is still there; the
+            notebook went on with the reference solution).
+        message: what the checker found.
+    """
+
+    notebook: str
+    cell_index: int
+    exercise: str
+    status: str
+    message: str
+
+    def describe(self) -> str:
+        return (f"{self.notebook} cell {self.cell_index} exercise '{self.exercise}' "
+                f"{self.status}: {self.message}")
+
+
 @dataclass
 class NotebookResult:
-    """One notebook of a run: executed copy, wall time, failure (None = it ran through)."""
+    """One notebook of a run: executed copy, wall time, failure (None = it ran through), and
+    the exercise checks it printed."""
 
     name: str
     executed: Path
     seconds: float
     failure: CellFailure | None = None
+    exercises: list[ExerciseResult] = field(default_factory=list)
+
+    @property
+    def failed_exercises(self) -> list[ExerciseResult]:
+        return [e for e in self.exercises if e.status == "failed"]
 
     @property
     def ok(self) -> bool:
-        return self.failure is None
+        """Ran through and no exercise check failed (unsolved exercises are not failures: a
+        student notebook runs on with the reference solution)."""
+        return self.failure is None and not self.failed_exercises
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``FAILED`` (a cell raised) or ``EXERCISE FAILED`` (it ran, a check failed)."""
+        if self.failure is not None:
+            return "FAILED"
+        return "EXERCISE FAILED" if self.failed_exercises else "ok"
+
+    def exercise_summary(self) -> str:
+        """``2 passed, 1 unsolved`` (statuses with a count only), or ``-`` without exercises."""
+        counts = [(s, sum(e.status == s for e in self.exercises)) for s in EXERCISE_STATUSES]
+        return ", ".join(f"{n} {s}" for s, n in counts if n) or "-"
 
 
 @dataclass
@@ -68,5 +119,14 @@ class RunResult:
     def failures(self) -> list[CellFailure]:
         return [r.failure for r in self.results if r.failure is not None]
 
+    @property
+    def exercises(self) -> list[ExerciseResult]:
+        return [e for r in self.results for e in r.exercises]
 
-__all__ = ["REPORT_TAG", "CellFailure", "NotebookResult", "RunResult"]
+    @property
+    def failed_exercises(self) -> list[ExerciseResult]:
+        return [e for r in self.results for e in r.failed_exercises]
+
+
+__all__ = ["EXERCISE_STATUSES", "INJECTED_TAG", "REPORT_TAG", "CellFailure", "ExerciseResult", "NotebookResult",
+           "RunResult"]

@@ -20,6 +20,12 @@ working directory is the notebooks folder, as in JupyterLab.
 A failing cell does not stop the other notebooks (they are independent lessons; use
 ``fail_fast`` to stop): the run records the notebook, the cell's index in the *source*
 notebook and its first line, the exception, and the command exits non-zero naming them.
+
+The exercise checks a notebook printed (``PASS`` / ``FAIL`` / ``UNSOLVED`` lines of the cells
+that call a checker of :mod:`vtagml_core.exercises`) are read back from the executed copy
+(:func:`exercise_results`): a notebook with a failed check is not ``ok`` (status
+``EXERCISE FAILED``, the command exits non-zero), while unsolved exercises (a student version,
+which runs on with the reference solution) are listed but do not fail the run.
 """
 from __future__ import annotations
 
@@ -33,8 +39,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .results import CellFailure, NotebookResult, RunResult
-from vtagml_core.notebooks.params import DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, project_root
+from .results import INJECTED_TAG, CellFailure, ExerciseResult, NotebookResult, RunResult
+from vtagml_core.notebooks.params import (DEFAULTS, HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, SEEDS_ENV,
+                                          project_root)
 from vtagml_core.train.config import preset_names
 
 #: Notebook files the runner picks up: two digits, underscore, a name.
@@ -123,9 +130,12 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
 
 
 @contextlib.contextmanager
-def kernel_environment(preset: str, output_dir: Path) -> Iterator[None]:
-    """Set the headless/preset/output variables for kernels started inside, restore after."""
+def kernel_environment(preset: str, output_dir: Path,
+                       seeds: Sequence[int] | None = None) -> Iterator[None]:
+    """Set the headless/preset/output(/seeds) variables for kernels started inside, restore after."""
     wanted = {HEADLESS_ENV: "1", PRESET_ENV: preset, OUTPUT_ENV: str(output_dir)}
+    if seeds:
+        wanted[SEEDS_ENV] = ",".join(str(s) for s in seeds)
     saved = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
     try:
@@ -171,6 +181,53 @@ def locate_failure(source_nb, name: str, err) -> CellFailure:
                        " ".join(evalue)[:500])
 
 
+def _output_text(output) -> str:
+    """Printed text of a cell output: stdout, or the plain-text value of a result."""
+    if output.get("output_type") == "stream":
+        text = output.get("text", "") if output.get("name") == "stdout" else ""
+    elif output.get("output_type") == "execute_result":
+        text = output.get("data", {}).get("text/plain", "")
+    else:
+        text = ""
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
+def exercise_results(nb, name: str) -> list[ExerciseResult]:
+    """The exercise checks printed by an executed notebook ``nb``, in cell order.
+
+    Only cells that call a checker of :data:`vtagml_core.exercises.EXERCISES` are read, and
+    in them the lines ``PASS|FAIL|UNSOLVED: <exercise>: <message>``
+    (:data:`vtagml_core.exercises.harness.RESULT_LINE`).
+    """
+    from vtagml_core.exercises import EXERCISES
+    from vtagml_core.exercises.harness import RESULT_LINE, STATUS_WORDS
+
+    checkers = {ex.checker.__name__ for ex in EXERCISES.values()}
+    statuses = {word: status for status, word in STATUS_WORDS.items()}
+    found = []
+    cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code" or not any(c in cell.source for c in checkers):
+            continue
+        for output in cell.get("outputs", []):
+            for line in _output_text(output).splitlines():
+                match = RESULT_LINE.match(line.strip())
+                if match:
+                    found.append(ExerciseResult(name, i, match.group(2), statuses[match.group(1)],
+                                                match.group(3)))
+    return found
+
+
+def _read_exercises(executed: Path, name: str) -> list[ExerciseResult]:
+    """:func:`exercise_results` of an executed copy; none when it is missing or unreadable."""
+    import nbformat
+
+    try:
+        return exercise_results(nbformat.read(str(executed), as_version=4), name)
+    except (OSError, ValueError):
+        return []
+
+
 def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], cwd: Path,
                  kernel_name: str = KERNEL_NAME, timeout: float | None = None,
                  progress: bool = False) -> NotebookResult:
@@ -195,14 +252,18 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], cwd: Path,
         if source:
             failure.cell_index = next((i for i, c in enumerate(source_nb.cells)
                                        if c.cell_type == "code" and c.source == source), -1)
-    return NotebookResult(src.name, dst, time.perf_counter() - start, failure)
+    seconds = time.perf_counter() - start
+    return NotebookResult(src.name, dst, seconds, failure, _read_exercises(dst, src.name))
 
 
 def run_all(notebooks_dir: Path, out: Path, preset: str = "quick",
             parameters: dict[str, Any] | None = None, only: Sequence[str] | None = None,
             fail_fast: bool = False, timeout: float | None = None, progress: bool = False,
-            log: Callable[[str], None] = print) -> RunResult:
+            log: Callable[[str], None] = print, seeds: Sequence[int] | None = None) -> RunResult:
     """Run the numbered notebooks headlessly and write the report (see the module docstring).
+
+    ``seeds`` (two or more) become the training seeds of the setting notebooks' tables
+    (``$VTAGML_NB_SEEDS``, :mod:`vtagml_core.notebooks.params`).
 
     Raises:
         ValueError: unknown preset or parameter name, or a notebook without exactly one
@@ -224,23 +285,29 @@ def run_all(notebooks_dir: Path, out: Path, preset: str = "quick",
     params.update(preset=preset, output_dir=str(artifacts))
     kernel = ensure_kernel()
     run = RunResult(preset, out, params, started=time.strftime("%Y-%m-%d %H:%M:%S"))
-    with kernel_environment(preset, artifacts):
+    with kernel_environment(preset, artifacts, seeds):
         for path in notebooks:
             log(f"running {path.name} ({preset}) ...")
             result = run_notebook(path, out / EXECUTED_DIR / path.name, params,
                                   Path(notebooks_dir).resolve(), kernel, timeout, progress)
             run.results.append(result)
-            log(f"  {'ok' if result.ok else 'FAILED'} in {result.seconds:.1f} s" +
-                ("" if result.ok else f": {result.failure.describe()}"))
+            log(f"  {result.status} in {result.seconds:.1f} s" +
+                (f": {result.failure.describe()}" if result.failure else "") +
+                (f"; exercises: {result.exercise_summary()}" if result.exercises else ""))
+            for exercise in result.failed_exercises:
+                log(f"  exercise failed: {exercise.describe()}")
             if fail_fast and not result.ok:
                 break
     (out / TIMINGS_FILE).write_text(json.dumps(
-        [{"notebook": r.name, "seconds": round(r.seconds, 2), "ok": r.ok,
-          "failure": r.failure.describe() if r.failure else None} for r in run.results], indent=2))
+        [{"notebook": r.name, "seconds": round(r.seconds, 2), "ok": r.ok, "status": r.status,
+          "failure": r.failure.describe() if r.failure else None,
+          "exercises": [{"cell": e.cell_index, "exercise": e.exercise, "status": e.status,
+                         "message": e.message} for e in r.exercises]}
+         for r in run.results], indent=2))
     write_report(run)
     return run
 
 
-__all__ = ["CellFailure", "NotebookResult", "RunResult", "check_notebook", "check_parameter_names",
-           "default_notebooks_dir", "discover_notebooks", "ensure_kernel", "locate_failure",
-           "run_all", "run_notebook"]
+__all__ = ["CellFailure", "ExerciseResult", "NotebookResult", "RunResult", "check_notebook",
+           "check_parameter_names", "default_notebooks_dir", "discover_notebooks", "ensure_kernel",
+           "exercise_results", "locate_failure", "run_all", "run_notebook"]

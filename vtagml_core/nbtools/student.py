@@ -10,11 +10,14 @@ between two marker lines::
 
 The student version replaces each such region by ``raise NotImplementedError("your code
 here")`` at the marker's indentation, clears every output and execution count, and adds a line
-to the title cell. The checker cell after an exercise then reports "not implemented yet"
-instead of raising; cells further down that use the student's function directly (to compare it
-with the model on real activations) raise ``NotImplementedError`` until the exercise is done.
+to the title cell. The checker cell after an exercise then reports ``UNSOLVED`` instead of
+raising, and since every exercise function is decorated with
+:func:`vtagml_core.exercises.exercise`, the cells further down that call it (to compare it with
+the model on real activations) get the reference answer and a printed note ("using the
+reference solution: your answer is missing"): the student version runs top to bottom.
 
-``python -m vtagml_core notebooks student --out student_notebooks`` writes them.
+``python -m vtagml_core notebooks student --out runs/student`` writes them; a copy already in
+the folder is a student's work and is kept unless ``--force``.
 """
 from __future__ import annotations
 
@@ -99,11 +102,13 @@ def exercise_count(nb) -> int:
     return sum(EXERCISE_TAG in c.get("metadata", {}).get("tags", []) for c in nb.cells)
 
 
-def write_student_notebooks(notebooks: Sequence[Path], out_dir: Path) -> list[Path]:
+def write_student_notebooks(notebooks: Sequence[Path], out_dir: Path,
+                            overwrite: bool = False) -> list[Path]:
     """Write the student version of each notebook into ``out_dir`` (same file names).
 
     Notebooks without exercises are copied with outputs cleared, so the student folder is a
-    complete course. Returns the written paths.
+    complete course. A file already in ``out_dir`` may hold a student's answers: it is kept
+    unless ``overwrite``. Returns the written paths (not the kept ones).
     """
     import nbformat
 
@@ -114,6 +119,8 @@ def write_student_notebooks(notebooks: Sequence[Path], out_dir: Path) -> list[Pa
         nb = nbformat.read(str(path), as_version=4)
         student = student_notebook(nb, Path(path).name)
         target = out_dir / Path(path).name
+        if target.exists() and not overwrite:
+            continue
         nbformat.write(student, str(target))
         written.append(target)
     return written

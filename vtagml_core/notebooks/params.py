@@ -28,6 +28,8 @@ runner use these; each one wins over the cell's value):
 
 * ``VTAGML_NB_PRESET`` -- the preset (the nbval tests set ``smoke``);
 * ``VTAGML_NB_OUTPUT`` -- the output folder;
+* ``VTAGML_NB_SEEDS=0,1,2`` -- the training seeds of the setting notebooks' tables (05-10;
+  default: the one ``seed``); ``make reproduce SEEDS=0,1,2`` and ``notebooks run --seeds`` set it;
 * ``VTAGML_NB_HEADLESS=1`` -- no ipywidgets: static plotly figures instead (papermill, nbval).
 
 Relative ``output_dir`` / ``cache_dir`` are taken from the project root (the folder holding
@@ -46,6 +48,7 @@ from typing import Any
 #: Environment variables that override the parameters cell (see the module docstring).
 PRESET_ENV: str = "VTAGML_NB_PRESET"
 OUTPUT_ENV: str = "VTAGML_NB_OUTPUT"
+SEEDS_ENV: str = "VTAGML_NB_SEEDS"
 HEADLESS_ENV: str = "VTAGML_NB_HEADLESS"
 #: Environment variable of the data cache root (read by :mod:`vtagml_core.data.cache`).
 CACHE_ENV: str = "VTAGML_CACHE"
@@ -185,6 +188,8 @@ class NotebookParams:
         cache_dir: data cache root, or None for the default (``$VTAGML_CACHE``).
         interactive: True = ipywidgets explorers; False = static plotly figures.
         overridden: names of the parameters that came from an environment variable.
+        seeds: the training seeds of the settings' tables: ``$VTAGML_NB_SEEDS``, else
+            ``(seed,)``; with two or more every table shows the spread over them.
     """
 
     preset: str
@@ -196,6 +201,7 @@ class NotebookParams:
     cache_dir: Path | None
     interactive: bool
     overridden: tuple[str, ...] = field(default=())
+    seeds: tuple[int, ...] = field(default=())
 
     # Read-only views of the resolved config, for captions and loops.
     @property
@@ -288,7 +294,7 @@ def resolve(preset: Any = "quick", overrides: Any = (), device: Any = "auto", se
             config refuses; the message lists the valid values.
     """
     from vtagml_core.config import ConfigError
-    from vtagml_core.runtime import seed_everything
+    from vtagml_core.runtime import configure_threads, seed_everything
 
     if unknown:
         raise NotebookParameterError(
@@ -307,6 +313,16 @@ def resolve(preset: Any = "quick", overrides: Any = (), device: Any = "auto", se
     if env_output:
         output_dir = env_output
         overridden.append("output_dir")
+    seeds: tuple[int, ...] = ()
+    env_seeds = os.environ.get(SEEDS_ENV)
+    if env_seeds:
+        from vtagml_core.experiments.seeds import parse_seeds
+
+        try:
+            seeds = tuple(parse_seeds(env_seeds))
+        except ValueError as err:
+            raise NotebookParameterError(f"${SEEDS_ENV}={env_seeds!r}: {err}") from err
+        overridden.append("seeds")
     params = NotebookParams(
         preset=the_preset,
         overrides=_check_overrides(list(overrides) if isinstance(overrides, tuple) else overrides),
@@ -318,6 +334,7 @@ def resolve(preset: Any = "quick", overrides: Any = (), device: Any = "auto", se
         interactive=_check_interactive(interactive),
         overridden=tuple(overridden),
     )
+    params.seeds = seeds or (params.seed,)
     try:
         params.cfg = params.kit_config()
     except (ConfigError, ValueError) as err:
@@ -334,6 +351,7 @@ def resolve(preset: Any = "quick", overrides: Any = (), device: Any = "auto", se
         from vtagml_core.viz.static import use_static_renderer
 
         use_static_renderer()
+    configure_threads()  # $VTAGML_THREADS: a kernel next to a demo or a run (README)
     seed_everything(params.seed)
     return params
 

@@ -45,9 +45,10 @@ def settings_context(P: NotebookParams, log: Callable[[str], None] | None = None
     The same preset and seed give the same run keys as ``python -m vtagml_core settings``, and
     the runs live in the same run store (``$VTAGML_RUNS``, else ``~/.cache/vtagml/runs``), so a
     run trained by the command line, ``make reproduce`` or another notebook is reused here.
-    The notebook's ``seed`` is the one training seed.
+    The training seeds are ``P.seeds``: the notebook's ``seed``, or ``$VTAGML_NB_SEEDS``
+    (``make reproduce SEEDS=0,1,2``), and then every table shows the spread over them.
     """
-    return build_context(preset=P.preset, overrides=P.base_overrides(), seeds=[P.seed],
+    return build_context(preset=P.preset, overrides=P.base_overrides(), seeds=list(P.seeds),
                          root=settings_root(P), log=log or print)
 
 

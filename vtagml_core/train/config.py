@@ -60,6 +60,10 @@ class TrainConfig:
         save_every_steps: also checkpoint the training state every this many steps inside an
             epoch (0: only at epoch ends); resume continues from the latest one.
         progress: tqdm progress bars (rank 0 only).
+        reference_step_seconds: seconds per optimizer step of the preset's VTAGML S-D-N-E model
+            on the reference 2-core CPU (``bench/bench_quick_preset.py``); the notebooks' and
+            settings' time estimates use it until this machine's run store has runs of its own
+            to measure. Not part of a run's key.
     """
 
     epochs: int = 1
@@ -80,6 +84,7 @@ class TrainConfig:
     feature_batch_size: int = 32
     save_every_steps: int = 50
     progress: bool = True
+    reference_step_seconds: float | None = None
 
     def validate(self) -> "TrainConfig":
         """Check ranges; a bad value raises naming the field and what it must be."""

@@ -54,6 +54,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+import copy
+
 from vtagml_core import __version__
 from vtagml_core.config import to_dict
 from vtagml_core.data.cache import default_cache_root
@@ -61,10 +63,12 @@ from vtagml_core.data.dataset import PretextDataset, SyntheticDataset
 from vtagml_core.data.synthetic.domains import TEXTURE_NAMES
 from vtagml_core.metrics.dense import SegMetrics
 from vtagml_core.model.backbone import BackboneConfig, FrozenBackbone
+from vtagml_core.model.backbone_weights import PRETEXT_WEIGHTS
 from vtagml_core.model.pretext import DEFAULT_HEAD_CHANNELS, PretextModel, pretext_losses
 from vtagml_core.runtime import resolve_device
 from vtagml_core.tasks import IGNORE_INDEX
 
+from .config import KitConfig
 from .feature_cache import CachedFeatureDataset, features_from_batch
 from .schedule import build_scheduler
 
@@ -312,6 +316,32 @@ def ensure_pretrained_backbone(cfg: PretrainConfig, progress: bool = True) -> Pa
     log.info("no pretrained %s at %s: pretraining it (%d steps)", cfg.backbone, target, cfg.steps)
     cfg = PretrainConfig(**{**to_dict(cfg), "progress": progress})
     return install_pretrained(cfg)[0]
+
+
+#: Seed of the pretext pretraining that makes the shared frozen backbone (one for all seeds).
+PRETRAIN_SEED: int = 0
+
+
+def resolve_backbone_weights(cfg: KitConfig, log: Callable[[str], None] = print) -> KitConfig:
+    """``cfg`` with ``model.backbone.weights: pretext`` replaced by the file (a copy; else ``cfg``).
+
+    The file is the kit's pretext-pretrained backbone for the config's backbone name and size
+    (seed :data:`PRETRAIN_SEED`, the preset's ``data.pretext_count`` scenes), pretrained here
+    first when the cache has none. The run store keys a run by that file's hash, so resolve
+    before computing a key.
+    """
+    bb = cfg.model.backbone
+    if bb.weights != PRETEXT_WEIGHTS:
+        return cfg
+    target = default_pretrained_path(bb.name, bb.img_size, PRETRAIN_SEED)
+    if not target.is_file():
+        log(f"pretraining the frozen backbone once ({bb.name}, {bb.img_size}px) -> {target}")
+    pre = PretrainConfig(backbone=bb.name, img_size=bb.img_size, count=cfg.data.pretext_count,
+                         seed=PRETRAIN_SEED, device=cfg.train.device,
+                         cache_root=cfg.data.cache_root, progress=cfg.train.progress)
+    out = copy.deepcopy(cfg)
+    out.model.backbone.weights = str(ensure_pretrained_backbone(pre, progress=cfg.train.progress))
+    return out
 
 
 def probe_segmentation(backbone_cfg: BackboneConfig, domain: str = "indoor", count: int = 64,

@@ -96,7 +96,8 @@ def steps_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> i
         raise ValueError(
             f"the training split has {num_samples} samples, fewer than one global batch of "
             f"{global_batch} ({world_size} process(es) x data.batch_size={batch_size}); lower "
-            "data.batch_size or use more training scenes (data.train_count)"
+            "data.batch_size or use more training scenes (data.train_count for the synthetic "
+            "benchmark; a real dataset's train split decides its own)"
         )
     return steps
 

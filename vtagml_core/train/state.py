@@ -173,7 +173,7 @@ def check_model_folder(folder: str | Path) -> None:
 #: Config fields that may change between a run and its resume (they do not change the numbers).
 RESUME_MAY_DIFFER: frozenset[str] = frozenset(
     {"train.progress", "train.save_every_steps", "train.feature_batch_size", "data.num_workers",
-     "data.cache_root", "model.adapter.taa_fused", "lesson"})
+     "data.cache_root", "model.adapter.taa_fused", "lesson", "train.reference_step_seconds"})
 
 
 def refuse_existing_run(out_dir: Path, names: tuple[str, ...]) -> None:

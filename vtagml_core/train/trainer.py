@@ -76,6 +76,7 @@ from .distributed import (average_over_ranks, barrier, init_distributed, reduce_
                           troa_update, wrap_model)
 from .feature_cache import CachedFeatureDataset, features_from_batch
 from .logging import LOG_FILE, JsonlLogger, truncate_log, write_json
+from .pretrain import resolve_backbone_weights
 from .losses import MultiTaskLoss, class_pixel_counts, class_weights_from_frequencies
 from .results import FitResult, selection_score
 from .schedule import EpochBatchSampler, ShardSampler, build_scheduler, epoch_seed, steps_per_epoch
@@ -124,7 +125,15 @@ class Trainer:
         from vtagml_core.baselines.registry import build_model
 
         self.cfg = cfg.validate()
+        cfg.model.fit_to_data(cfg.data)  # real data: its tasks and class count
         self.out_dir, self.method, self.log = Path(out_dir), method, log
+        self.cfg = cfg = resolve_backbone_weights(self.cfg, log)  # weights: pretext -> its file
+        bb = cfg.model.backbone
+        if bb.random_init and init_from is None:
+            log(f"warning: the backbone {bb.name} starts from random weights "
+                f"(model.backbone.weights={bb.weights or 'null'}): its features carry no "
+                "pretraining, and every number of this run says so in its provenance. Set "
+                "model.backbone.weights=pretext (the kit's pretrained one) or a weights file.")
         self.backbone_store = backbone_store
         self.ctx = init_distributed(cfg.train.device)
         self.device = self.ctx.device
@@ -140,6 +149,8 @@ class Trainer:
             raise ValueError(f"loss_tasks {self.loss_tasks} must be among the model's tasks {self.tasks}")
         all_tasks = set(self.loss_tasks) == set(self.tasks)
         self.track_troa = bool(model.tracks_task_grads) and all_tasks
+        if not cfg.data.is_synthetic:
+            train_set, val_set = self._check_real_data(train_set, val_set)
         # One writer per run folder, for the whole run (released when fit() ends).
         self.lock = RunLock(self.out_dir, log).acquire() if self.ctx.is_main else None
         try:
@@ -190,8 +201,25 @@ class Trainer:
         barrier(self.ctx)
 
     # ------------------------------------------------------------------ setup
+    def _check_real_data(self, train_set: Dataset | None,
+                         val_set: Dataset | None) -> tuple[Dataset | None, Dataset | None]:
+        """Open the real dataset's splits before the run folder is touched.
+
+        Opening a reader checks the layout, the split list and every file's existence (``stat``
+        only); the first sample of each split is decoded too, so a tree in the wrong format
+        stops the run with nothing written (a corrupt file further in is named when it is read).
+        """
+        if train_set is None:
+            train_set = build_dataset(self.cfg.data, "train", self.loss_tasks)
+            train_set[0]
+        if val_set is None:
+            val_set = build_dataset(self.cfg.data, "val", self.tasks)
+            val_set[0]
+        return train_set, val_set
+
     def _datasets(self, train_set: Dataset | None, val_set: Dataset | None) -> tuple[Dataset, Dataset]:
-        """The given datasets, or the synthetic splits (rank 0 renders first, the others wait)."""
+        """The given datasets, or ``cfg.data``'s splits (synthetic: rank 0 renders first, the
+        others wait; real data was opened in :meth:`_check_real_data`)."""
         if train_set is not None and val_set is not None:
             return train_set, val_set
         show = self.ctx.is_main and self.cfg.train.progress

@@ -133,6 +133,7 @@ class CityscapesDataset(ContractDataset):
     """
 
     name = "cityscapes"
+    available_tasks = CITYSCAPES_TASKS
     class_names = CITYSCAPES_CLASS_NAMES
     class_colors = CITYSCAPES_CLASS_COLORS
 

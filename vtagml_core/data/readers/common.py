@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vtagml_core.data.transforms import resize_sample, to_contract_tensors
-from vtagml_core.tasks import parse_tasks
+from vtagml_core.tasks import IGNORE_INDEX, parse_tasks
 
 #: How many missing paths an error message lists before summarising the rest.
 MAX_REPORTED_MISSING: int = 5
@@ -193,6 +193,10 @@ class ContractDataset(Dataset):
 
     #: Dataset / domain name, also written into every sample's ``"domain"``.
     name: str = ""
+    #: Tasks the dataset has labels for (what ``tasks`` may ask for).
+    available_tasks: tuple[str, ...] = ()
+    #: Segmentation label value that marks unlabelled pixels (skipped by the loss and metrics).
+    ignore_index: int = IGNORE_INDEX
     class_names: list[str] = []
     class_colors: np.ndarray = np.zeros((0, 3), dtype=np.uint8)
 

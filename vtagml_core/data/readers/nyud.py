@@ -99,6 +99,7 @@ class NYUDv2Dataset(ContractDataset):
     """
 
     name = "nyud"
+    available_tasks = TASKS
     class_names = NYUD_CLASS_NAMES
     class_colors = NYUD_CLASS_COLORS
 

@@ -107,6 +107,48 @@ TASKONOMY_LAYOUT: str = (
 )
 
 
+#: Split names of the building split CSV, in its column order after the building name.
+TASKONOMY_SPLIT_COLUMNS: tuple[str, ...] = ("train", "val", "test")
+
+
+def read_building_split(path: str | Path, split: str) -> list[str]:
+    """The buildings of ``split`` in a Taskonomy split CSV.
+
+    The CSV is the official one (``train_val_test_<subset>.csv`` of the Taskonomy / omnidata
+    repositories): one row ``building,is_train,is_val,is_test`` per building with 0/1 flags; a
+    header row (``id,train,val,test``) and blank lines are skipped.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unknown split, a malformed row (names the line), or no building in ``split``.
+    """
+    path = Path(path)
+    if split not in TASKONOMY_SPLIT_COLUMNS:
+        raise ValueError(f"Taskonomy has no split {split!r}; its split CSV has {list(TASKONOMY_SPLIT_COLUMNS)}")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Taskonomy split file not found: {path}. Point data.split_file at the building split "
+            "CSV (train_val_test_<subset>.csv: rows building,is_train,is_val,is_test)"
+        )
+    column = 1 + TASKONOMY_SPLIT_COLUMNS.index(split)
+    buildings = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        cells = [c.strip() for c in line.split(",")]
+        if not line.strip() or (number == 1 and not cells[-1].isdigit()):
+            continue  # blank line or header row
+        if len(cells) != 1 + len(TASKONOMY_SPLIT_COLUMNS) or any(c not in ("0", "1") for c in cells[1:]):
+            raise ValueError(
+                f"{path}, line {number}: {line!r} is not 'building,is_train,is_val,is_test' with 0/1 "
+                "flags; fix the row or use the official split CSV"
+            )
+        if cells[column] == "1":
+            buildings.append(cells[0])
+    if not buildings:
+        raise ValueError(f"{path} puts no building in the {split!r} split; mark at least one with 1 in "
+                         f"its {split!r} column")
+    return buildings
+
+
 class TaskonomyDataset(ContractDataset):
     """Taskonomy (omnidata-tools layout) as contract samples; see the module docstring.
 
@@ -126,6 +168,7 @@ class TaskonomyDataset(ContractDataset):
     """
 
     name = "taskonomy"
+    available_tasks = TASKS
     class_names = TASKONOMY_CLASS_NAMES
     class_colors = TASKONOMY_CLASS_COLORS
 

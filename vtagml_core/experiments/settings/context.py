@@ -18,7 +18,7 @@ saves as ``<root>/setting_results/<setting>.json`` and ``.md``.
 pretrained frozen backbone. Without internet, ``SettingsConfig.pretrained_backbone`` (on in the
 quick preset) resolves ``model.backbone.weights`` to the kit's pretext-pretrained backbone
 (:func:`vtagml_core.train.pretrain.ensure_pretrained_backbone`: pretrained once at
-:data:`PRETRAIN_SEED`, then reused by every run and seed). Its file's SHA-256 is part of every
+:data:`~vtagml_core.train.pretrain.PRETRAIN_SEED`, then reused by every run and seed). Its file's SHA-256 is part of every
 run key (:mod:`.common`).
 """
 from __future__ import annotations
@@ -36,6 +36,8 @@ from vtagml_core.config import CONFIG_DIR
 from vtagml_core.train.config import KitConfig, load_kit_config
 from vtagml_core.tasks import parse_tasks
 from vtagml_core.train.adversarial import AdversarialConfig
+from vtagml_core.model.backbone_weights import PRETEXT_WEIGHTS
+from vtagml_core.train.pretrain import PRETRAIN_SEED, resolve_backbone_weights
 
 from vtagml_core.experiments.evaluate import evaluate_run
 from vtagml_core.experiments.runs import (RESULTS_SUBDIR, RunRecord, RunSpec, default_store, run_dir,
@@ -46,8 +48,6 @@ from vtagml_core.experiments.seeds import parse_seeds
 SETTINGS: tuple[str, ...] = ("mtl", "zeroshot", "uda", "novel", "efficiency")
 #: Folder of the per-preset settings configs.
 SETTINGS_CONFIG_DIR: Path = CONFIG_DIR / "settings"
-#: Seed of the pretext pretraining that makes the shared frozen backbone (one for all seeds).
-PRETRAIN_SEED: int = 0
 
 
 @dataclass
@@ -203,12 +203,9 @@ class SettingContext:
 
     def backbone_description(self) -> str:
         bb = self.cfg.model.backbone
-        if bb.weights:
-            how = "pretext-pretrained (kit), frozen"
-        elif bb.pretrained:
-            how = "timm ImageNet weights, frozen"
-        else:
-            how = "RANDOM init, frozen: numbers say little (no pretrained weights configured)"
+        how = bb.describe_weights() + (", frozen" if bb.frozen else ", fine-tuned")
+        if bb.random_init:
+            how = f"RANDOM init{how[len('random init'):]}: numbers say little (no pretrained weights configured)"
         return f"{bb.name} ({how})"
 
     def where(self, domain: str, split: str = "test") -> dict[str, Any]:
@@ -220,22 +217,16 @@ class SettingContext:
                 "seeds": list(self.seeds)}
 
 
-def resolve_backbone(cfg: KitConfig, settings: SettingsConfig, log: Callable[[str], None]) -> KitConfig:
-    """Fill ``model.backbone.weights`` with the pretext-pretrained backbone (module docstring)."""
+def resolve_backbone(cfg: KitConfig, settings: SettingsConfig, log: Callable[[str], None] = print
+                     ) -> KitConfig:
+    """With ``settings.pretrained_backbone`` and no weights configured, the kit's pretext-pretrained
+    backbone (``model.backbone.weights: pretext``, resolved to its file); an explicit
+    ``weights: random`` or file, or timm's ``pretrained``, is kept as configured."""
     bb = cfg.model.backbone
-    if not settings.pretrained_backbone or bb.pretrained or bb.weights:
-        return cfg
-    from vtagml_core.train.pretrain import PretrainConfig, default_pretrained_path, ensure_pretrained_backbone
-
-    target = default_pretrained_path(bb.name, bb.img_size, PRETRAIN_SEED)
-    if not target.is_file():
-        log(f"pretraining the frozen backbone once ({bb.name}, {bb.img_size}px) -> {target}")
-    pre = PretrainConfig(backbone=bb.name, img_size=bb.img_size, count=cfg.data.pretext_count,
-                         seed=PRETRAIN_SEED, device=cfg.train.device, cache_root=cfg.data.cache_root,
-                         progress=cfg.train.progress)
-    out = copy.deepcopy(cfg)
-    out.model.backbone.weights = str(ensure_pretrained_backbone(pre, progress=cfg.train.progress))
-    return out
+    if settings.pretrained_backbone and not bb.pretrained and bb.weights is None:
+        cfg = copy.deepcopy(cfg)
+        cfg.model.backbone.weights = PRETEXT_WEIGHTS
+    return resolve_backbone_weights(cfg, log)
 
 
 def build_context(preset: str = "quick", config: str | Path | None = None,
