@@ -328,3 +328,28 @@ def test_paper_presets_count_the_papers_parameters_within_five_percent(preset, c
     millions = float(total.split("|")[2])
     assert abs(millions - PAPER_TOTAL_M) / PAPER_TOTAL_M <= 0.05, total
     assert "swinv2_base_window8_256" in out
+
+
+def test_a_timm_state_dict_given_by_config_gives_timm_s_own_tap_features(tmp_path):
+    """model.backbone.weights=<file> (a timm state dict, classifier included, as a user saves
+    it): the VTAGML model built from the config taps exactly what timm's own model computes."""
+    from vtagml_core.model.vtagml import VTAGML
+    from vtagml_core.train.config import load_kit_config
+
+    source = _source_model()
+    path = tmp_path / "swinv2_user.safetensors"
+    save_file(source.state_dict(), str(path))
+    cfg = load_kit_config(preset="smoke", overrides=[f"model.backbone.weights={path}"])
+    model = VTAGML(cfg.model).eval()
+    assert model.config.backbone.describe_weights() == "weights swinv2_user.safetensors"
+    bb = model.backbone
+    seen, handles = _record({f"{s}.{b}": source.layers[s].blocks[b] for s, b in bb.tap_blocks})
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        source.forward_features(_normalise(images))
+        taps = bb(images).taps
+    for h in handles:
+        h.remove()
+    assert len(taps) == len(bb.tap_blocks) > 0
+    for tap, (s, b) in zip(taps, bb.tap_blocks):
+        assert torch.equal(tap, seen[f"{s}.{b}"]), (s, b)

@@ -13,15 +13,22 @@ import pytest
 import torch
 
 from vtagml_core.exercises import (EXERCISES, FALLBACK_NOTE, CheckResult, check_cosine_similarity,
-                                   check_film_bias, check_mirror_descent, check_tsn, exercise)
-from vtagml_core.exercises.harness import RESULT_LINE
+                                   check_delta_m, check_discriminator_loss, check_film_bias,
+                                   check_mirror_descent, check_paired_interval, check_parameter_count,
+                                   check_tsn, exercise)
+from vtagml_core.exercises.harness import RESULT_LINE, as_tensor
+from vtagml_core.experiments.stats import t_quantile
+from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 from vtagml_core.nbtools.student import EXERCISE_TAG, strip_solutions
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: Which checker each notebook exercise function goes to.
 CHECKERS = {"my_cosine_similarity": check_cosine_similarity,
             "my_mirror_descent_update": check_mirror_descent,
-            "my_film_bias": check_film_bias, "my_tsn": check_tsn}
+            "my_film_bias": check_film_bias, "my_tsn": check_tsn, "my_delta_m": check_delta_m,
+            "my_discriminator_loss": check_discriminator_loss,
+            "my_paired_interval": check_paired_interval,
+            "my_count_parameters": check_parameter_count}
 
 
 # ---------------------------------------------------------------- answers written for the tests
@@ -47,9 +54,83 @@ def tsn(a, omega_tilde, gamma_p, beta_p, g, b, eps):
     return normed * gamma_p * (1 + g(omega_tilde)) + beta_p + b(omega_tilde)
 
 
+def delta_m_by_hand(mtl, stl, signed=True, percent=100.0):
+    terms = []
+    for task in stl:
+        metric = PRIMARY_METRICS[task]
+        sign = -1.0 if signed and METRIC_DIRECTIONS[metric] else 1.0
+        terms.append(sign * (mtl[task][metric] - stl[task][metric]) / stl[task][metric] * percent)
+    return sum(terms) / len(terms)
+
+
+def delta_m_as_tensor(mtl, stl):
+    """A correct alternative: a 0-dim tensor, the tasks in another order."""
+    tasks = sorted(stl, reverse=True)
+    m = torch.tensor([mtl[t][PRIMARY_METRICS[t]] for t in tasks], dtype=torch.float64)
+    s = torch.tensor([stl[t][PRIMARY_METRICS[t]] for t in tasks], dtype=torch.float64)
+    lower = torch.tensor([METRIC_DIRECTIONS[PRIMARY_METRICS[t]] for t in tasks])
+    return (torch.where(lower, -1.0, 1.0) * (m - s) / s).mean() * 100
+
+
+def bce(logits, label):
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+
+def disc_loss(source, target):
+    return (bce(source, 0.0) + bce(target, 1.0)) / 2
+
+
+def disc_loss_pooled(source, target):
+    """Wrong when the batches differ in size: one BCE over all patches weighs the larger more."""
+    logits = torch.cat([source.flatten(), target.flatten()])
+    labels = torch.cat([torch.zeros(source.numel()), torch.ones(target.numel())])
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+
+def disc_loss_on_probabilities(source, target):
+    """A correct alternative: sigmoid, then the plain BCE."""
+    p_s, p_t = torch.sigmoid(source), torch.sigmoid(target)
+    return 0.5 * (torch.nn.functional.binary_cross_entropy(p_s, torch.zeros_like(p_s))
+                  + torch.nn.functional.binary_cross_entropy(p_t, torch.ones_like(p_t)))
+
+
+def param_count(module, distinct=True, by_grad=True):
+    params = [p for _, p in module.named_parameters(remove_duplicate=distinct)]
+    return (sum(p.numel() for p in params),
+            sum(p.numel() for p in params if p.requires_grad or not by_grad))
+
+
+def param_count_by_id(module):
+    """A correct alternative: a set of tensor ids, a list for the answer."""
+    seen = {id(p): p for m in module.modules() for p in m.parameters(recurse=False)}
+    return [sum(p.numel() for p in seen.values()),
+            sum(p.numel() for p in seen.values() if p.requires_grad)]
+
+
+def paired(a, b, quantile=None, ddof=1):
+    diffs = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    n = len(diffs)
+    q = t_quantile(n) if quantile is None else quantile
+    half = q * diffs.std(correction=ddof) / n ** 0.5
+    return diffs.mean(), diffs.mean() - half, diffs.mean() + half
+
+
+def paired_as_tensor(a, b):
+    """A correct alternative: one tensor [mean, low, high]."""
+    return torch.stack(paired(a, b))
+
+
 @pytest.mark.parametrize("checker, answer", [(check_cosine_similarity, cosine),
                                              (check_mirror_descent, mirror),
-                                             (check_film_bias, film), (check_tsn, tsn)])
+                                             (check_film_bias, film), (check_tsn, tsn),
+                                             (check_delta_m, delta_m_by_hand),
+                                             (check_delta_m, delta_m_as_tensor),
+                                             (check_discriminator_loss, disc_loss),
+                                             (check_discriminator_loss, disc_loss_on_probabilities),
+                                             (check_paired_interval, lambda a, b: tuple(map(float, paired(a, b)))),
+                                             (check_paired_interval, paired_as_tensor),
+                                             (check_parameter_count, param_count),
+                                             (check_parameter_count, param_count_by_id)])
 def test_correct_answers_pass(checker, answer):
     result = checker(answer)
     assert isinstance(result, CheckResult) and result.passed, str(result)
@@ -72,6 +153,35 @@ def test_correct_answers_pass(checker, answer):
     (check_film_bias, lambda o, A, W, b: film(o, A, W, torch.zeros_like(b)), "FiLM layer's bias"),
     (check_tsn, lambda a, w, gp, bp, g, b, eps: tsn(a, w, gp, bp, g, b, eps) - bp, "beta' (the LayerNorm bias) is missing"),
     (check_tsn, lambda a, w, gp, bp, g, b, eps: tsn(a, a, gp, bp, g, b, eps), "applied to a instead of omega~"),
+    (check_delta_m, lambda m, s: delta_m_by_hand(m, s, signed=False), "lower-is-better metrics is not flipped"),
+    (check_delta_m, lambda m, s: -delta_m_by_hand(m, s), "wrong sign"),
+    (check_delta_m, lambda m, s: delta_m_by_hand(m, s, percent=1.0), "a fraction, not a percentage"),
+    (check_delta_m, lambda m, s: delta_m_by_hand(m, s) * len(s), "summed the terms"),
+    (check_delta_m, lambda m, s: delta_m_by_hand(s, m) * -1, "divided by the multitask value"),
+    (check_delta_m, lambda m, s: sum((-1 if METRIC_DIRECTIONS[k] else 1) * (m[t][k] - v) / v * 100
+                                     for t in s for k, v in s[t].items()) / sum(len(v) for v in s.values()),
+     "every metric"),
+    (check_discriminator_loss, lambda s, t: disc_loss(t, s), "labels are swapped"),
+    (check_discriminator_loss, lambda s, t: bce(s, 0.0) + bce(t, 1.0), "added, not averaged"),
+    (check_discriminator_loss, lambda s, t: bce(t, 0.0), "generator's (adversarial) loss"),
+    (check_discriminator_loss, disc_loss_pooled, "all patches of both batches together"),
+    (check_discriminator_loss, lambda s, t: disc_loss(torch.sigmoid(s), torch.sigmoid(t)), "sigmoid"),
+    (check_paired_interval, lambda a, b: [float(v) for v in paired(b, a)], "wrong way round"),
+    (check_paired_interval, lambda a, b: [float(v) for v in paired(a, b, quantile=1.959964)],
+     "normal quantile 1.96"),
+    (check_paired_interval, lambda a, b: [float(v) for v in paired(a, b, quantile=t_quantile(len(a) + 1))],
+     "n degrees of freedom"),
+    (check_paired_interval, lambda a, b: [float(v) for v in paired(a, b, ddof=0)], "population standard"),
+    (check_parameter_count, lambda m: (len(list(m.parameters())),) * 2, "tensors, not their elements"),
+    (check_parameter_count, lambda m: param_count(m, by_grad=False), "frozen parameters are counted as trainable"),
+    (check_parameter_count, lambda m: param_count(m, distinct=False), "shared by two layers is counted twice"),
+    (check_parameter_count, lambda m: (sum(v.numel() for v in m.state_dict().values()), param_count(m)[1]),
+     "state_dict"),
+    (check_parameter_count,
+     lambda m: tuple(map(sum, zip(*(param_count(sub) for sub in m.modules())))), "counted again at every level"),
+    (check_paired_interval,
+     lambda a, b: [float(v) for v in paired(a, b, quantile=t_quantile(len(a)) * len(a) ** 0.5)],
+     "not the standard error"),
 ])
 def test_wrong_answers_are_named_with_a_hint(checker, wrong, expected):
     result = checker(wrong)
@@ -118,8 +228,45 @@ def test_student_errors_are_reported_not_raised():
     assert "expected a function" in check_mirror_descent(torch.eye(3)).message
 
 
+def test_number_answers_are_judged_like_tensors():
+    def pops(mtl, stl):
+        value = delta_m_by_hand(mtl, stl)
+        mtl.pop(next(iter(mtl)))
+        return value
+
+    result = check_delta_m(lambda m, s: delta_m_by_hand(m, s) + 1.0)
+    assert not result.passed and "your value" in result.message and "but expected" in result.message
+    assert check_delta_m(lambda m, s: None).message == "returned NoneType, expected a number"
+    assert check_delta_m(lambda m, s: "3.2 %").message == "returned str, expected a number"
+    assert "modified its inputs" in check_delta_m(pops).message
+    assert "expected a torch.Tensor" in check_discriminator_loss(lambda s, t: None).message
+    assert check_discriminator_loss(lambda s, t: float(disc_loss(s, t))).passed  # a float is a number
+    assert as_tensor(True) is None and as_tensor(2).dtype == torch.float64
+    assert check_paired_interval(lambda a, b: None).message == "returned NoneType, expected 3 numbers"
+    assert "output shape (1,) but expected (3,)" in check_paired_interval(lambda a, b: [1.0]).message
+
+    def sorts_in_place(a, b):
+        a.sort()
+        return paired_as_tensor(a, b)
+
+    assert "modified its inputs" in check_paired_interval(sorts_in_place).message
+
+
+def test_unpaired_interval_is_named():
+    """Seeds shared by both methods: an unpaired (Welch) interval is the typical mistake."""
+    from vtagml_core.experiments.stats import unpaired_difference
+
+    def welch(a, b):
+        iv = unpaired_difference(a, b)
+        return iv.mean, iv.low, iv.high
+
+    result = check_paired_interval(welch)
+    assert result.status == "failed" and "independent samples" in result.message
+    assert "differences a_i - b_i first" in result.hint
+
+
 def _exercise_cells():
-    for path in sorted(NOTEBOOKS.glob("0[0-4]_*.ipynb")):
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(str(path), as_version=4)
         for i, cell in enumerate(nb.cells):
             if EXERCISE_TAG in cell.get("metadata", {}).get("tags", []):
@@ -150,7 +297,7 @@ def test_unsolved_exercise_falls_back_to_the_reference_with_a_note(name, capsys)
     fn = exercise(name)(_stub)
     case = ex.cases()[0]
     out = fn(*case.args)
-    assert torch.allclose(out, ex.reference(*case.args))
+    assert torch.allclose(as_tensor(out), as_tensor(ex.reference(*case.args)))
     fn(*case.args)  # the note is printed once, not on every call
     printed = capsys.readouterr().out
     assert printed.count(FALLBACK_NOTE) == 1 and ex.title in printed

@@ -10,7 +10,10 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.regression import MeanSquaredError
 
+from vtagml_core.data.config import dataset_info
+from vtagml_core.data.readers.nyud import NYUD_EDGE_MAX_DIST
 from vtagml_core.metrics.delta_m import delta_m, delta_m_terms
+from vtagml_core.metrics.edges import BSDS_MAX_DIST, DEFAULT_EDGE_TOLERANCE_PX
 from vtagml_core.metrics.multitask import (
     METRIC_DIRECTIONS,
     PRIMARY_METRICS,
@@ -290,6 +293,55 @@ def test_edges_best_threshold_reported():
     m.update(pred, target)
     r = m.compute()
     assert r["odsF"] == 1.0 and r["ods_threshold"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("max_dist", [0.05, 0.1, 0.2])
+def test_edges_at_a_fraction_of_the_diagonal_match_brute_force(max_dist):
+    """A fractional distance (e.g. 1.56 px on a 10 x 12 label) is the real Euclidean distance."""
+    gen = _gen(11)
+    metric = EdgeMetrics(thresholds=9, max_dist=max_dist)
+    target = (torch.rand(2, 1, 10, 12, generator=gen) > 0.85).float()
+    pred = (0.6 * target + 0.5 * torch.rand(2, 1, 10, 12, generator=gen)).clamp(0, 1)
+    metric.update(pred, target)
+    r = max_dist * math.hypot(10, 12)
+    expected = _edge_reference(pred[:, 0].double().numpy(), target[:, 0].numpy(), [k / 10 for k in range(1, 10)], r)
+    assert metric.compute()["odsF"] == pytest.approx(expected, abs=1e-9)
+
+
+def _displaced_line_odsf(metric: EdgeMetrics, dy: int, dx: int, hw: tuple[int, int] = (480, 640)) -> float:
+    """odsF of a single edge pixel predicted ``(dy, dx)`` pixels away from where it is."""
+    target = torch.zeros(1, 1, *hw)
+    target[..., 220, 300] = 1.0
+    metric.update(torch.roll(target, shifts=(dy, dx), dims=(-2, -1)), target)
+    return metric.compute()["odsF"]
+
+
+def test_nyud_edges_match_within_0_011_of_the_label_diagonal():
+    """NYUD-v2's published distance: 0.011 x 800 = 8.8 px on a 480 x 640 label (unrounded, as
+    BSDS correspondPixels computes it): 8 px away still matches, 9 px does not, and the disk is
+    Euclidean (6 px along both axes is 8.5 px away and matches; 7 and 7 is 9.9 px and does not)."""
+    info = dataset_info("nyud")
+    assert info.edge_max_dist == NYUD_EDGE_MAX_DIST == 0.011
+    assert EdgeMetrics(max_dist=info.edge_max_dist).radius(480, 640) == pytest.approx(8.8)
+    for (dy, dx), expected in (((0, 8), 1.0), ((0, 9), 0.0), ((6, 6), 1.0), ((7, 7), 0.0)):
+        assert _displaced_line_odsf(EdgeMetrics(max_dist=info.edge_max_dist), dy, dx) == expected, (dy, dx)
+    # The same fraction of a smaller label is fewer pixels (evaluation at the model's size).
+    assert EdgeMetrics(max_dist=0.011).radius(240, 320) == pytest.approx(4.4)
+    # Taskonomy has no convention of its own: the BSDS default.
+    assert dataset_info("taskonomy").edge_max_dist == BSDS_MAX_DIST == 0.0075
+
+
+def test_the_synthetic_benchmark_keeps_its_fixed_edge_distance():
+    assert dataset_info("synthetic").edge_max_dist is None
+    synthetic = MultiTaskMetrics("E", num_classes=K, edge_max_dist=dataset_info("synthetic").edge_max_dist)
+    assert synthetic.metrics["edges"].radius(480, 640) == DEFAULT_EDGE_TOLERANCE_PX == 2
+    assert _displaced_line_odsf(synthetic.metrics["edges"], 0, 3) == 0.0
+    nyud = MultiTaskMetrics("E", num_classes=K, edge_max_dist=NYUD_EDGE_MAX_DIST)
+    assert _displaced_line_odsf(nyud.metrics["edges"], 0, 3) == 1.0
+    with pytest.raises(ValueError, match="either in pixels .* not both"):
+        EdgeMetrics(tolerance_px=2, max_dist=0.011)
+    with pytest.raises(ValueError, match="max_dist must be >= 0"):
+        EdgeMetrics(max_dist=-0.1)
 
 
 # ----------------------------------------------------------------------------- multitask, merge

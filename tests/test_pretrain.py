@@ -174,8 +174,10 @@ def test_weights_keywords_random_and_pretext(tmp_path, monkeypatch):
     lines: list[str] = []
     smoke = load_kit_config(preset="smoke", overrides=["model.backbone.weights=random",
                                                        "train.progress=false"])
-    Trainer(smoke, tmp_path / "random", log=lines.append).release_lock()
+    random_trainer = Trainer(smoke, tmp_path / "random", log=lines.append)
+    random_trainer.release_lock()
     assert any("warning: the backbone swinv2_tiny_cpu starts from random weights" in m for m in lines)
+    assert "backbone swinv2_tiny_cpu (random init)" in random_trainer.describe()  # results.json
     lines.clear()
     trainer = Trainer(cfg, tmp_path / "pretext", log=lines.append)
     trainer.release_lock()

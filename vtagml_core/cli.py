@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("vtagml_core.commands.runs", "the run store: list, show, export, import, remove trained runs"),
     "compare": ("vtagml_core.commands.compare",
                 "every method in one table: metrics, delta_m, parameters, s/epoch (--balancer)"),
+    "course": ("vtagml_core.commands.course", "nbgrader course folder from the notebooks' exercises (course init DIR)"),
     "affinity": ("vtagml_core.commands.affinity",
                  "do the task affinities mean something? TROA omega, gradient cosine, lookahead vs pair gains"),
 }
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
             configure_threads()
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

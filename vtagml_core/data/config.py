@@ -11,15 +11,16 @@ index) is :func:`dataset_info`; :meth:`DataConfig.check_tasks` refuses a task it
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from torch.utils.data import Dataset
 
 from vtagml_core.config import OMIT_IF_DEFAULT
 from vtagml_core.tasks import IGNORE_INDEX, TASKS, parse_tasks
 
+from .augment import DEFAULT_SCALE_RANGE, AugmentedDataset, check_scale_range
 from .classes import class_names
 from .dataset import SyntheticDataset
 from .readers import READERS, open_reader
@@ -49,12 +50,17 @@ class DatasetInfo:
         tasks: tasks it has labels for.
         class_names: segmentation classes in id order.
         ignore_index: seg label value of unlabelled pixels.
+        edge_max_dist: the edge F-measure's matching distance as a fraction of the label's
+            diagonal, as the dataset's published evaluations use it
+            (:class:`~vtagml_core.metrics.edges.EdgeMetrics`); None for the synthetic benchmark
+            (a fixed number of pixels).
     """
 
     name: str
     tasks: tuple[str, ...]
     class_names: tuple[str, ...]
     ignore_index: int
+    edge_max_dist: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -73,7 +79,8 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in READERS:
         raise ValueError(f"unknown data.dataset {name!r}; known: {', '.join(DATASETS)}")
     reader = READERS[name]
-    return DatasetInfo(name, tuple(reader.available_tasks), tuple(reader.class_names), reader.ignore_index)
+    return DatasetInfo(name, tuple(reader.available_tasks), tuple(reader.class_names), reader.ignore_index,
+                       reader.edge_max_dist)
 
 
 def matching_layouts(root: Path) -> list[str]:
@@ -86,9 +93,10 @@ class DataConfig:
     """Which dataset, which scenes of each split, at what size.
 
     ``size`` must equal ``model.backbone.img_size`` (the backbone is built for one size); real
-    images are resized to ``size x size`` for training. ``batch_size`` is per process: under
-    ``torchrun --nproc_per_node=K`` the global batch of one optimizer step is
-    ``K * batch_size``.
+    images are resized to ``size x size`` for training, and the trainer's split is augmented
+    (``augment``; drawn from the trainer's per-epoch seed, so reproducible). ``batch_size`` is
+    per process: under ``torchrun --nproc_per_node=K`` the global batch of one optimizer step
+    is ``K * batch_size``.
 
     Attributes:
         dataset: ``synthetic`` (the built-in benchmark, default), ``nyud`` (NYUD-v2 in the
@@ -98,6 +106,13 @@ class DataConfig:
         split_file: Taskonomy only: the building split CSV (``train_val_test_<subset>.csv``,
             rows ``building,is_train,is_val,is_test``); a relative path is read under ``root``.
             NYUD reads ``gt_sets/<split>.txt``, Cityscapes its ``<split>`` folders.
+        augment: real data: the training split is augmented (random scale, crop back to
+            ``size``, horizontal flip with the normals' x negated; :mod:`.augment`). On by
+            default; the synthetic benchmark is never augmented (setting it there is an error).
+        scale_range: ``[low, high]`` of the random scale relative to ``size`` (default
+            ``[1.0, 1.5]``, MTI-Net's NYUD-v2 scales; below 1 the crop is padded with pixels
+            that score nothing).
+        flip: random horizontal flips (probability 1/2).
         domain, train_count, val_count, test_count, pretext_count, seed, cache_root: the
             synthetic benchmark's domain, split sizes, seed and cache (unused for real data).
     """
@@ -117,6 +132,9 @@ class DataConfig:
         default=SYNTHETIC, metadata={OMIT_IF_DEFAULT: True})
     root: str | None = field(default=None, metadata={OMIT_IF_DEFAULT: True})
     split_file: str | None = field(default=None, metadata={OMIT_IF_DEFAULT: True})
+    augment: bool = field(default=True, metadata={OMIT_IF_DEFAULT: True})
+    scale_range: tuple[float, float] = field(default=DEFAULT_SCALE_RANGE, metadata={OMIT_IF_DEFAULT: True})
+    flip: bool = field(default=True, metadata={OMIT_IF_DEFAULT: True})
 
     def count(self, split: str) -> int:
         """Scenes of ``split`` (``train``, ``val``, ``test`` or ``pretext``) of the synthetic benchmark."""
@@ -125,6 +143,13 @@ class DataConfig:
         if split not in counts:
             raise ValueError(f"unknown split {split!r}; splits: {', '.join(counts)}")
         return counts[split]
+
+    @classmethod
+    def real_data_defaults(cls) -> dict[str, Any]:
+        """``{key: default}`` of the keys that only real data reads (``root``, ``split_file``,
+        the augmentation keys): every key left out of saved configs at its default, but
+        ``dataset``. A synthetic config must hold these defaults (:meth:`check_source`)."""
+        return {f.name: f.default for f in fields(cls) if f.metadata.get(OMIT_IF_DEFAULT) and f.name != "dataset"}
 
     @property
     def is_synthetic(self) -> bool:
@@ -154,20 +179,23 @@ class DataConfig:
     def check_source(self) -> Path | None:
         """Check where the data comes from before anything is read; return the real root.
 
-        Synthetic: checks that no real-data key is set, returns None. Real: ``root`` must be a
-        folder in the layout of :attr:`dataset` (a tree of another dataset is named as such).
+        Synthetic: checks that no real-data key (``root``, ``split_file``, or an augmentation
+        key away from its default) is set, returns None. Real: ``root`` must be a folder in the
+        layout of :attr:`dataset` (a tree of another dataset is named as such).
 
         Raises:
             ValueError: a real-data key with synthetic data, ``split_file`` set for a dataset
-                that does not use one, no ``root``.
+                that does not use one, no ``root``, a bad ``scale_range``.
             FileNotFoundError: ``root`` is not a folder, or not in the dataset's layout.
         """
         if self.is_synthetic:
-            set_keys = [k for k in ("root", "split_file") if getattr(self, k) is not None]
+            set_keys = [k for k, default in self.real_data_defaults().items()
+                        if (tuple(v) if isinstance(v := getattr(self, k), list) else v) != default]
             if set_keys:
                 raise ValueError(f"data.{set_keys[0]} is set but data.dataset is synthetic: add "
                                  f"--set data.dataset=<{'|'.join(READERS)}> or drop data.{set_keys[0]}")
             return None
+        check_scale_range(self.scale_range)
         if self.split_file is not None and self.dataset != "taskonomy":
             raise ValueError(f"data.split_file is read for taskonomy only; {self.dataset} takes its splits "
                              "from its own layout: drop data.split_file")
@@ -205,7 +233,7 @@ class DataConfig:
 
 def build_dataset(data: DataConfig, split: str, tasks: str | Iterable[str], *,
                   domain: str | None = None, count: int | None = None, unlabelled: bool = False,
-                  progress: bool = True, native_size: bool = False) -> Dataset:
+                  progress: bool = True, native_size: bool = False, augment: bool = False) -> Dataset:
     """The ``split`` of the dataset ``data`` describes, at ``data.size``.
 
     Synthetic: the ``split`` of ``domain`` (default ``data.domain``), rendered and cached on
@@ -226,12 +254,19 @@ def build_dataset(data: DataConfig, split: str, tasks: str | Iterable[str], *,
         native_size: real data: samples at the files' own resolution instead of ``data.size``
             (evaluation at the labels' native resolution; the model's input is resized by the
             evaluation loop). Synthetic scenes are rendered at ``data.size``, their native size.
+        augment: the split a trainer draws its batches from (``train`` only): real data with
+            ``data.augment`` on comes as an :class:`~vtagml_core.data.augment.AugmentedDataset`
+            (random scale, crop, flip of the native-resolution samples, at ``data.size``; its
+            ``set_seed`` takes the epoch's seed). The synthetic benchmark is never augmented.
 
     Raises:
         ValueError: a task the dataset has no labels for (naming what it has), a bad split or
             setting (each message says what to change).
         FileNotFoundError: a missing root, split list or file (naming it).
     """
+    if augment and (split != "train" or native_size):
+        raise ValueError(f"augment=True is for the training split at the model's size, not split={split!r}"
+                         + (" with native_size=True" if native_size else ""))
     root = data.check_source()
     if root is None:
         return SyntheticDataset(domain or data.domain, split, tasks,
@@ -249,8 +284,12 @@ def build_dataset(data: DataConfig, split: str, tasks: str | Iterable[str], *,
         raise ValueError(f"the pretext split exists for the synthetic benchmark only, not data.dataset={data.dataset}")
     where: dict = ({"buildings": data.taskonomy_buildings(split)} if data.dataset == "taskonomy"
                    else {"split": split})
-    return open_reader(data.dataset, root, tasks=tasks, unlabelled=unlabelled,
-                       size=None if native_size else (data.size, data.size), **where)
+    augmented = augment and data.augment
+    reader = open_reader(data.dataset, root, tasks=tasks, unlabelled=unlabelled,
+                         size=None if native_size or augmented else (data.size, data.size), **where)
+    if augmented:
+        return AugmentedDataset(reader, (data.size, data.size), data.scale_range, data.flip)
+    return reader
 
 
 __all__ = ["DATASETS", "DataConfig", "DatasetInfo", "SYNTHETIC", "build_dataset", "dataset_info",

@@ -19,7 +19,6 @@ name from :data:`EXERCISES` (``@exercise("film_bias")``): while the function sti
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -30,7 +29,8 @@ from vtagml_core.model.taa import FilmBias
 from vtagml_core.model.troa import gradient_cosine_similarity, mirror_descent_update
 from vtagml_core.model.tsn import LAYER_NORM_EPS, TaskScaledNorm
 
-from .harness import Case, CheckResult, Mistake, check_function, reference_fallback
+from .harness import Case, CheckResult, Exercise, Mistake, check_function, reference_fallback
+from .setting_checkers import SETTING_EXERCISES
 
 #: Row sums of an affinity matrix must be 1 within this.
 ROW_SUM_TOL: float = 1e-4
@@ -294,17 +294,6 @@ def check_tsn(student: Callable[..., Tensor]) -> CheckResult:
 
 
 # ----------------------------------------------------------------------- the exercises
-@dataclass(frozen=True)
-class Exercise:
-    """One course exercise: its checker, the reference the notebook falls back to, the
-    checker's title of it and its random test cases."""
-
-    checker: Callable[[Callable[..., Any]], CheckResult]
-    reference: Callable[..., Tensor]
-    title: str
-    cases: Callable[[], list[Case]]
-
-
 #: Every exercise by the name an exercise cell gives :func:`exercise`.
 EXERCISES: dict[str, Exercise] = {
     "cosine_similarity": Exercise(check_cosine_similarity, gradient_cosine_similarity,
@@ -313,6 +302,7 @@ EXERCISES: dict[str, Exercise] = {
                                "mirror-descent row update", _mirror_cases),
     "film_bias": Exercise(check_film_bias, _film_reference, "FiLM bias A'(omega_t)", _film_cases),
     "tsn": Exercise(check_tsn, _tsn_reference, "task-scaled normalization", _tsn_cases),
+    **SETTING_EXERCISES,  # notebooks 05-10
 }
 
 

@@ -21,7 +21,9 @@ these lines back from the executed notebook (:data:`RESULT_LINE`).
 """
 from __future__ import annotations
 
+import copy
 import functools
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -116,13 +118,24 @@ class Mistake:
 
     Attributes:
         name: short name (shown in the message).
-        compute: same arguments as the reference, returns the wrong answer.
+        compute: same arguments as the reference, returns the wrong answer (tensor or number).
         hint: what to change.
     """
 
     name: str
-    compute: Callable[..., Tensor]
+    compute: Callable[..., Any]
     hint: str
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One course exercise: its checker, the reference the notebook falls back to, the
+    checker's title of it and its random test cases."""
+
+    checker: Callable[[Callable[..., Any]], CheckResult]
+    reference: Callable[..., Any]
+    title: str
+    cases: Callable[[], list["Case"]]
 
 
 @dataclass
@@ -138,12 +151,40 @@ def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
 
 
 def _clone_args(args: tuple) -> tuple:
-    return tuple(a.clone() if isinstance(a, Tensor) else a for a in args)
+    return tuple(a.clone() if isinstance(a, Tensor) else copy.deepcopy(a)
+                 if isinstance(a, (dict, list)) else a for a in args)
+
+
+def _unchanged(after: Any, before: Any) -> bool:
+    """Whether an argument (a tensor, or a dict or list of numbers) still equals its original."""
+    if isinstance(before, Tensor):
+        return torch.equal(after, before)
+    return after == before if isinstance(before, (dict, list)) else True
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def as_tensor(value: Any) -> Tensor | None:
+    """``value`` as a tensor, else None: a tensor as it is, a real number as a 0-dim float64
+    tensor, a tuple or list of real numbers as a 1-dim one.
+
+    Lets a checker judge exercises whose answer is a number (delta_m) or a few numbers (an
+    interval's mean, low and high end) with the same comparison as tensor answers.
+    """
+    if isinstance(value, Tensor):
+        return value
+    if _is_number(value):
+        return torch.tensor(float(value), dtype=torch.float64)
+    if isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
+        return torch.tensor([float(v) for v in value], dtype=torch.float64)
+    return None
 
 
 def check_function(
     student: Callable[..., Any],
-    reference: Callable[..., Tensor],
+    reference: Callable[..., Any],
     cases: Sequence[Case],
     exercise: str,
     mistakes: Sequence[Mistake] = (),
@@ -156,7 +197,8 @@ def check_function(
 
     Args:
         student: the function to check.
-        reference: the library's answer for the same arguments.
+        reference: the library's answer for the same arguments: a tensor, a number or a tuple
+            of numbers (then the student may return numbers or a tensor, see :func:`as_tensor`).
         cases: the inputs.
         exercise: name used in messages.
         mistakes: known wrong variants, tried in order on a mismatch.
@@ -185,15 +227,19 @@ def check_function(
             return CheckResult(False, exercise,
                                f"your function raised {type(err).__name__}: {err} on {case.label}",
                                "run it on a small input and check every intermediate shape")
-        if not isinstance(out, Tensor):
-            return CheckResult(False, exercise,
-                               f"returned {type(out).__name__}, expected a torch.Tensor",
-                               "return the result tensor (did you forget `return`?)")
-        if any(not torch.equal(a, b) for a, b in zip(args, case.args) if isinstance(a, Tensor)):
+        raw_ref = reference(*_clone_args(case.args))
+        ref = as_tensor(raw_ref)
+        wants_number = not isinstance(raw_ref, Tensor)
+        if as_tensor(out) is None:
+            what = ("a torch.Tensor" if not wants_number else "a number" if ref.dim() == 0
+                    else f"{ref.numel()} numbers")
+            return CheckResult(False, exercise, f"returned {type(out).__name__}, expected {what}",
+                               f"return {what} (did you forget `return`?)")
+        out = as_tensor(out)
+        if not all(_unchanged(a, b) for a, b in zip(args, case.args)):
             return CheckResult(False, exercise, f"your function modified its inputs on {case.label}",
-                               "do not change the arguments in place (no `x /= ...` or "
-                               "`x.copy_(...)`); compute a new tensor")
-        ref = reference(*_clone_args(case.args))
+                               "do not change the arguments in place (no `x /= ...`, "
+                               "`x.copy_(...)` or `d[key] = ...`); compute a new result")
         if out.shape != ref.shape:
             return CheckResult(False, exercise,
                                f"output shape {tuple(out.shape)} but expected {tuple(ref.shape)} "
@@ -204,8 +250,8 @@ def check_function(
         if _close(out, ref, atol, rtol):
             continue
         for mistake in mistakes:
-            wrong = mistake.compute(*_clone_args(case.args))
-            if _close(out, wrong, atol, rtol):
+            wrong = as_tensor(mistake.compute(*_clone_args(case.args)))
+            if wrong is not None and _close(out, wrong, atol, rtol):
                 return CheckResult(False, exercise, f"{mistake.name} (on {case.label})",
                                    mistake.hint)
         for extra in extra_checks:
@@ -214,16 +260,18 @@ def check_function(
                 return CheckResult(False, exercise, f"{problem} (on {case.label})",
                                    "compare with the formula in the markdown cell above")
         diff = (out.double() - ref.double()).abs()
-        where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
-        return CheckResult(
-            False, exercise,
-            f"output differs from the reference by up to {float(diff.max()):.3g} (at index "
-            f"{where}: yours {float(out[where]):.6g}, expected {float(ref[where]):.6g}) on "
-            f"{case.label}",
-            "compare with the formula in the markdown cell above, step by step",
-        )
+        if out.dim() == 0:
+            found = f"your value {float(out):.6g} but expected {float(ref):.6g}"
+        else:
+            where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+            found = (f"output differs from the reference by up to {float(diff.max()):.3g} (at "
+                     f"index {where}: yours {float(out[where]):.6g}, expected "
+                     f"{float(ref[where]):.6g})")
+        return CheckResult(False, exercise, f"{found} on {case.label}",
+                           "compare with the formula in the markdown cell above, step by step")
     return CheckResult(True, exercise, f"matches the reference on {len(cases)} random cases")
 
 
 __all__ = ["ATOL", "FAILED", "FALLBACK_NOTE", "PASSED", "RESULT_LINE", "RTOL", "STATUS_WORDS",
-           "UNSOLVED", "Case", "CheckResult", "Mistake", "check_function", "reference_fallback"]
+           "UNSOLVED", "Case", "CheckResult", "Exercise", "Mistake", "as_tensor", "check_function",
+           "reference_fallback"]

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from vtagml_core.baselines.factory import load_model
 from vtagml_core.config import ConfigError, apply_overrides, from_dict
-from vtagml_core.data.config import build_dataset
+from vtagml_core.data.config import DataConfig, build_dataset
 from vtagml_core.data.transforms import resize_images
 from vtagml_core.metrics.multitask import MultiTaskMetrics
 from vtagml_core.model.checkpoint import read_checkpoint_info
@@ -30,7 +30,7 @@ from .runs import EVALS_SUBDIR, RunRecord
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[dict], tasks: Iterable[str], num_classes: int,
              device: torch.device | str = "cpu", *, ignore_index: int = IGNORE_INDEX,
-             input_size: int | None = None) -> dict[str, dict[str, float]]:
+             input_size: int | None = None, edge_max_dist: float | None = None) -> dict[str, dict[str, float]]:
     """``{task: {metric: value}}`` of ``model`` over every batch of ``batches``.
 
     The model is put in eval mode for the pass and restored to its previous mode afterwards.
@@ -41,8 +41,11 @@ def evaluate(model: nn.Module, batches: Iterable[dict], tasks: Iterable[str], nu
             at its native resolution) are resized to it for the model, and the predictions are
             resized back to the labels (:func:`~vtagml_core.metrics.multitask.resize_to_label`),
             so the labels are scored as they are on disk.
+        edge_max_dist: the dataset's edge matching distance as a fraction of the label's
+            diagonal (:attr:`~vtagml_core.data.config.DatasetInfo.edge_max_dist`); None: the
+            synthetic benchmark's fixed pixels.
     """
-    metrics = MultiTaskMetrics(list(tasks), num_classes, ignore_index=ignore_index)
+    metrics = MultiTaskMetrics(list(tasks), num_classes, ignore_index=ignore_index, edge_max_dist=edge_max_dist)
     was_training = model.training
     model.eval()
     try:
@@ -196,7 +199,9 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: Sequenc
         cfg = KitConfig(model=model_cfg)
         cfg.data.size = model_cfg.backbone.img_size
     if any(o.split("=", 1)[0].strip() == "data.dataset" for o in overrides):
-        cfg.data.root = cfg.data.split_file = None  # another dataset: its own location, from --set
+        # Another dataset: its own location, from --set; the run's training augmentations do not apply.
+        for key, default in DataConfig.real_data_defaults().items():
+            setattr(cfg.data, key, default)
     cfg = apply_overrides(cfg, list(overrides))
     cfg.model = model_cfg
     cfg.validate()
@@ -227,7 +232,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: Sequenc
     device = resolve_device(cfg.train.device)
     model = load_model(model_dir, map_location=device)
     metrics = evaluate(model, loader, scored, model.num_classes, device, ignore_index=info.ignore_index,
-                       input_size=data.size)
+                       input_size=data.size, edge_max_dist=info.edge_max_dist)
     return CheckpointEvaluation(
         metrics=metrics, model_dir=model_dir, method=method, dataset=data.dataset,
         root=data.root, split=split, images=len(dataset), input_size=data.size,

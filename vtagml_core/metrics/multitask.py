@@ -24,7 +24,7 @@ from torch import Tensor
 
 from vtagml_core.metrics.base import AccumulatingMetric
 from vtagml_core.metrics.dense import DepthMetrics, NormalMetrics, SegMetrics
-from vtagml_core.metrics.edges import DEFAULT_EDGE_THRESHOLDS, DEFAULT_EDGE_TOLERANCE_PX, EdgeMetrics
+from vtagml_core.metrics.edges import DEFAULT_EDGE_THRESHOLDS, EdgeMetrics
 from vtagml_core.metrics.predictions import to_prediction
 from vtagml_core.tasks import IGNORE_INDEX, parse_tasks
 
@@ -104,7 +104,10 @@ class MultiTaskMetrics:
         tasks: task names or a spec such as ``"S-D-N-E"``.
         num_classes: K, for segmentation.
         ignore_index: seg label to skip.
-        edge_thresholds, edge_tolerance_px: see :class:`EdgeMetrics`.
+        edge_thresholds, edge_tolerance_px, edge_max_dist: see :class:`EdgeMetrics`
+            (``thresholds``, ``tolerance_px``, ``max_dist``): the edge matching distance in
+            pixels or as a fraction of the label's diagonal (a real dataset's
+            ``edge_max_dist``); neither: the synthetic benchmark's fixed pixels.
     """
 
     def __init__(
@@ -113,14 +116,15 @@ class MultiTaskMetrics:
         num_classes: int,
         ignore_index: int = IGNORE_INDEX,
         edge_thresholds: int | Sequence[float] = DEFAULT_EDGE_THRESHOLDS,
-        edge_tolerance_px: int = DEFAULT_EDGE_TOLERANCE_PX,
+        edge_tolerance_px: float | None = None,
+        edge_max_dist: float | None = None,
     ) -> None:
         self.tasks: tuple[str, ...] = parse_tasks(tasks)
         factories = {
             "seg": lambda: SegMetrics(num_classes, ignore_index),
             "depth": DepthMetrics,
             "normals": NormalMetrics,
-            "edges": lambda: EdgeMetrics(edge_thresholds, edge_tolerance_px),
+            "edges": lambda: EdgeMetrics(edge_thresholds, edge_tolerance_px, edge_max_dist),
         }
         self.metrics: dict[str, AccumulatingMetric] = {t: factories[t]() for t in self.tasks}
 

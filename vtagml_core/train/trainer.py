@@ -23,7 +23,8 @@ validation split and checkpointed. Files in ``out_dir``:
 
 **Resume.** With ``resume=True`` the trainer reloads ``state.pt`` (weights, Adam moments, lr
 schedule, random generators, counters, TROA's omega and history), rebuilds the current
-epoch's data order from ``(seed, epoch)`` and skips the batches already done, so a run killed
+epoch's data order (and a real training split's augmentations, :mod:`vtagml_core.data.augment`)
+from ``(seed, epoch)`` and skips the batches already done, so a run killed
 at any moment finishes with exactly the numbers of an uninterrupted run on CPU. A state is
 saved every ``train.save_every_steps`` steps and at every epoch end.
 
@@ -61,6 +62,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vtagml_core.config import to_dict
+from vtagml_core.data.augment import AugmentedDataset
 from vtagml_core.data.config import build_dataset
 from vtagml_core.metrics.multitask import MultiTaskMetrics
 from vtagml_core.train.config import KitConfig
@@ -210,7 +212,7 @@ class Trainer:
         stops the run with nothing written (a corrupt file further in is named when it is read).
         """
         if train_set is None:
-            train_set = build_dataset(self.cfg.data, "train", self.loss_tasks)
+            train_set = build_dataset(self.cfg.data, "train", self.loss_tasks, augment=True)
             train_set[0]
         if val_set is None:
             val_set = build_dataset(self.cfg.data, "val", self.tasks)
@@ -225,7 +227,7 @@ class Trainer:
         show = self.ctx.is_main and self.cfg.train.progress
         if not self.ctx.is_main:
             barrier(self.ctx)
-        train = (build_dataset(self.cfg.data, "train", self.loss_tasks, progress=show)
+        train = (build_dataset(self.cfg.data, "train", self.loss_tasks, progress=show, augment=True)
                  if train_set is None else train_set)
         val = build_dataset(self.cfg.data, "val", self.tasks, progress=show) if val_set is None else val_set
         if self.ctx.is_main:
@@ -264,6 +266,8 @@ class Trainer:
         return {t: self.loss_fn.weights[t] * losses[t] for t in self.loss_tasks}
 
     def _feature_cache_allowed(self) -> bool:
+        """``train.feature_cache`` with a frozen backbone, unless a split augments its images
+        (``augments_images``: a real train split, :mod:`vtagml_core.data.augment`)."""
         frozen = backbone_frozen(self.model)
         augments = any(getattr(ds, "augments_images", False) for ds in (self.train_set, self.val_set))
         return bool(self.cfg.train.feature_cache and frozen and not augments)
@@ -290,7 +294,11 @@ class Trainer:
         sampler = EpochBatchSampler(len(self.train_data), self.cfg.data.batch_size,
                                     self.cfg.train.seed, epoch, self.ctx.rank,
                                     self.ctx.world_size, start_batch)
-        gen = torch.Generator().manual_seed(epoch_seed(self.cfg.train.seed, epoch))
+        seed = epoch_seed(self.cfg.train.seed, epoch)
+        if isinstance(self.train_data, AugmentedDataset):
+            # Set before the loader copies the dataset into its workers: the epoch's draws.
+            self.train_data.set_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
         return DataLoader(self.train_data, batch_sampler=sampler, generator=gen,
                           num_workers=self.cfg.data.num_workers)
 
@@ -399,7 +407,8 @@ class Trainer:
         returns the metrics of the whole split.
         """
         loader = self.val_loader() if loader is None else loader
-        metrics = MultiTaskMetrics(self.eval_tasks, self.model.num_classes)
+        metrics = MultiTaskMetrics(self.eval_tasks, self.model.num_classes,
+                                   edge_max_dist=self.cfg.data.info().edge_max_dist)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -549,8 +558,10 @@ class Trainer:
                          self.out_dir, list(self.progress.history))
 
     def describe(self) -> str:
-        """Where the validation numbers come from: dataset, split size, resolution, backbone."""
+        """Where the validation numbers come from: dataset, split size, resolution, backbone and
+        its weights (``random init`` said plainly), seed and method."""
         bb = self.cfg.model.backbone
         name = getattr(self.val_set, "name", type(self.val_set).__name__)
         return (f"{name} val split ({len(self.val_set)} images), {self.cfg.data.size}x"
-                f"{self.cfg.data.size}, backbone {bb.name}, method {self.method}")
+                f"{self.cfg.data.size}, backbone {bb.name} ({bb.describe_weights()}), seed "
+                f"{self.cfg.train.seed}, method {self.method}")

@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vtagml_core.data.transforms import resize_sample, to_contract_tensors
+from vtagml_core.metrics.edges import BSDS_MAX_DIST
 from vtagml_core.tasks import IGNORE_INDEX, parse_tasks
 
 #: How many missing paths an error message lists before summarising the rest.
@@ -197,6 +198,9 @@ class ContractDataset(Dataset):
     available_tasks: tuple[str, ...] = ()
     #: Segmentation label value that marks unlabelled pixels (skipped by the loss and metrics).
     ignore_index: int = IGNORE_INDEX
+    #: Edge F-measure matching distance, a fraction of the label's diagonal: the BSDS default
+    #: unless the dataset's published evaluations use another (NYUD-v2: 0.011).
+    edge_max_dist: float = BSDS_MAX_DIST
     class_names: list[str] = []
     class_colors: np.ndarray = np.zeros((0, 3), dtype=np.uint8)
 
