@@ -126,10 +126,9 @@ class Trainer:
                  backbone_store: str | Path | None = None) -> None:
         from vtagml_core.baselines.registry import build_model
 
-        self.cfg = cfg.validate()
-        cfg.model.fit_to_data(cfg.data)  # real data: its tasks and class count
+        cfg.validate().model.fit_to_data(cfg.data)  # real data: its tasks and class count
+        self.cfg = cfg = resolve_backbone_weights(cfg, log)  # weights: pretext -> its file
         self.out_dir, self.method, self.log = Path(out_dir), method, log
-        self.cfg = cfg = resolve_backbone_weights(self.cfg, log)  # weights: pretext -> its file
         bb = cfg.model.backbone
         if bb.random_init and init_from is None:
             log(f"warning: the backbone {bb.name} starts from random weights "

@@ -203,10 +203,11 @@ class SettingContext:
 
     def backbone_description(self) -> str:
         bb = self.cfg.model.backbone
-        how = bb.describe_weights() + (", frozen" if bb.frozen else ", fine-tuned")
+        state = "frozen" if bb.frozen else "fine-tuned"
         if bb.random_init:
-            how = f"RANDOM init{how[len('random init'):]}: numbers say little (no pretrained weights configured)"
-        return f"{bb.name} ({how})"
+            return (f"{bb.name} (RANDOM init, {state}: numbers say little (no pretrained weights "
+                    "configured))")
+        return f"{bb.name} ({bb.describe_weights()}, {state})"
 
     def where(self, domain: str, split: str = "test") -> dict[str, Any]:
         """The provenance of a number: dataset, split, resolution, backbone, seeds."""
