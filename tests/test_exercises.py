@@ -12,10 +12,10 @@ import nbformat
 import pytest
 import torch
 
-from vtagml_core.exercises import (EXERCISES, FALLBACK_NOTE, CheckResult, check_cosine_similarity,
-                                   check_delta_m, check_discriminator_loss, check_film_bias,
-                                   check_mirror_descent, check_paired_interval, check_parameter_count,
-                                   check_tsn, exercise)
+from vtagml_core.exercises import (EXERCISES, FALLBACK_NOTE, CheckResult, check_corruption_error,
+                                   check_cosine_similarity, check_delta_m, check_discriminator_loss,
+                                   check_film_bias, check_fine_tuned_parameters, check_mirror_descent,
+                                   check_paired_interval, check_parameter_count, check_tsn, exercise)
 from vtagml_core.exercises.harness import RESULT_LINE, as_tensor
 from vtagml_core.experiments.stats import t_quantile
 from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
@@ -28,7 +28,9 @@ CHECKERS = {"my_cosine_similarity": check_cosine_similarity,
             "my_film_bias": check_film_bias, "my_tsn": check_tsn, "my_delta_m": check_delta_m,
             "my_discriminator_loss": check_discriminator_loss,
             "my_paired_interval": check_paired_interval,
-            "my_count_parameters": check_parameter_count}
+            "my_count_parameters": check_parameter_count,
+            "my_fine_tuned_parameters": check_fine_tuned_parameters,
+            "my_corruption_error": check_corruption_error}
 
 
 # ---------------------------------------------------------------- answers written for the tests
@@ -120,6 +122,39 @@ def paired_as_tensor(a, b):
     return torch.stack(paired(a, b))
 
 
+def fine_tuned_by_name(model, labelled, zero):
+    """The zero-shot task's own decoder and head by name, and the frozen backbone by requires_grad."""
+    return {n for n, p in model.named_parameters() if p.requires_grad and f".{zero}." not in n}
+
+
+def fine_tuned_by_autograd(model, labelled, zero):
+    """A correct alternative: a list of the names one backward pass of the labelled outputs reaches."""
+    size = model.backbone.config.img_size
+    out = model(torch.zeros(1, 3, size, size))
+    model.zero_grad(set_to_none=True)
+    sum(out[t].sum() for t in labelled).backward()
+    names = [n for n, p in model.named_parameters() if p.grad is not None]
+    model.zero_grad(set_to_none=True)
+    return names
+
+
+def trainable(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def corruption(values, baseline, lower):
+    err = (lambda xs: list(xs)) if lower else (lambda xs: [1 - x for x in xs])
+    return 100 * sum(err(values)) / sum(err(baseline))
+
+
+def corruption_as_tensor(values, baseline, lower):
+    """A correct alternative: tensors, the error of a fraction as 1 - value."""
+    v, b = torch.tensor(values), torch.tensor(baseline)
+    if not lower:
+        v, b = 1 - v, 1 - b
+    return 100 * v.sum() / b.sum()
+
+
 @pytest.mark.parametrize("checker, answer", [(check_cosine_similarity, cosine),
                                              (check_mirror_descent, mirror),
                                              (check_film_bias, film), (check_tsn, tsn),
@@ -130,7 +165,11 @@ def paired_as_tensor(a, b):
                                              (check_paired_interval, lambda a, b: tuple(map(float, paired(a, b)))),
                                              (check_paired_interval, paired_as_tensor),
                                              (check_parameter_count, param_count),
-                                             (check_parameter_count, param_count_by_id)])
+                                             (check_parameter_count, param_count_by_id),
+                                             (check_fine_tuned_parameters, fine_tuned_by_name),
+                                             (check_fine_tuned_parameters, fine_tuned_by_autograd),
+                                             (check_corruption_error, corruption),
+                                             (check_corruption_error, corruption_as_tensor)])
 def test_correct_answers_pass(checker, answer):
     result = checker(answer)
     assert isinstance(result, CheckResult) and result.passed, str(result)
@@ -182,6 +221,22 @@ def test_correct_answers_pass(checker, answer):
     (check_paired_interval,
      lambda a, b: [float(v) for v in paired(a, b, quantile=t_quantile(len(a)) * len(a) ** 0.5)],
      "not the standard error"),
+    (check_fine_tuned_parameters, lambda m, lab, z: trainable(m), "zero-shot task's decoder and head are in"),
+    (check_fine_tuned_parameters, lambda m, lab, z: {n for n, _ in m.named_parameters() if f".{z}." not in n},
+     "frozen backbone is in your set"),
+    (check_fine_tuned_parameters, lambda m, lab, z: {n for n in trainable(m) if f"heads.{z}." not in n},
+     "left out the zero-shot task's head but kept its decoder"),
+    (check_fine_tuned_parameters, lambda m, lab, z: {n for n in trainable(m) if any(f".{t}." in n for t in lab)},
+     "only the labelled tasks' decoders and heads"),
+    (check_fine_tuned_parameters, lambda m, lab, z: {n for n in trainable(m) if f".{z}." not in n and "image_skip" not in n},
+     "your set misses 'decoder.image_skip"),
+    (check_fine_tuned_parameters, lambda m, lab, z: len(trainable(m)), "expected a set of parameter names"),
+    (check_fine_tuned_parameters, lambda m, lab, z: {"adapter"}, "not parameters of the model"),
+    (check_corruption_error, lambda v, b, lower: 100 * sum(v) / sum(b), "higher-is-better metric was used as an error"),
+    (check_corruption_error, lambda v, b, lower: 100 * sum(corruption([x], [y], lower) / 100 for x, y in zip(v, b)) / len(v),
+     "averaged the per-severity ratios"),
+    (check_corruption_error, lambda v, b, lower: corruption(b, v, lower), "wrong way round"),
+    (check_corruption_error, lambda v, b, lower: corruption(v, b, lower) / 100, "a fraction, not a percentage"),
 ])
 def test_wrong_answers_are_named_with_a_hint(checker, wrong, expected):
     result = checker(wrong)
@@ -296,8 +351,11 @@ def test_unsolved_exercise_falls_back_to_the_reference_with_a_note(name, capsys)
     ex = EXERCISES[name]
     fn = exercise(name)(_stub)
     case = ex.cases()[0]
-    out = fn(*case.args)
-    assert torch.allclose(as_tensor(out), as_tensor(ex.reference(*case.args)))
+    out, ref = fn(*case.args), ex.reference(*case.args)
+    if as_tensor(ref) is None:  # an answer that is not numbers (a set of parameter names)
+        assert out == ref
+    else:
+        assert torch.allclose(as_tensor(out), as_tensor(ref))
     fn(*case.args)  # the note is printed once, not on every call
     printed = capsys.readouterr().out
     assert printed.count(FALLBACK_NOTE) == 1 and ex.title in printed
@@ -326,3 +384,37 @@ def test_result_lines_name_status_and_exercise():
                          (check_film_bias(lambda o, A, W, b: film(o, A, W, b) - A), "FAIL")]:
         match = RESULT_LINE.match(str(result).splitlines()[0])
         assert match and match.group(1) == word and match.group(2) == result.exercise
+
+
+def test_corruption_error_known_answers():
+    from vtagml_core.metrics.robustness import corruption_error, mean_corruption_error
+
+    # errors 1+2+3 = 6 against 2+4+6 = 12: half the baseline's errors
+    assert corruption_error([1, 2, 3], [2, 4, 6], lower_is_better=True) == pytest.approx(50.0)
+    # mIoU 0.8, 0.6 -> errors 0.2 + 0.4 = 0.6 against 0.4 + 0.8 = 1.2 (mIoU 0.6, 0.2)
+    assert corruption_error([0.8, 0.6], [0.6, 0.2], lower_is_better=False) == pytest.approx(50.0)
+    assert mean_corruption_error([50.0, 150.0]) == 100.0
+    with pytest.raises(ValueError, match="fractions"):
+        corruption_error([49.0], [40.0], lower_is_better=False)
+    with pytest.raises(ValueError, match="one value per severity"):
+        corruption_error([1.0, 2.0], [1.0], lower_is_better=True)
+    with pytest.raises(ValueError, match="no error"):
+        corruption_error([0.5], [1.0], lower_is_better=False)
+
+
+def test_fine_tuned_parameters_leave_out_the_backbone_and_the_zero_shot_parts():
+    from vtagml_core.baselines.registry import build_model
+    from vtagml_core.experiments.settings.zero_shot import fine_tuned_parameters
+    from vtagml_core.train.config import load_kit_config
+
+    model = build_model("vtagml", load_kit_config(preset="smoke", overrides=["model.tasks=S-D-N"]).model)
+    changed = fine_tuned_parameters(model, ("seg", "depth"))
+    fixed = {n for n, _ in model.named_parameters()} - changed
+    assert all(n.startswith("backbone.") or ".normals." in n for n in fixed)
+    assert any(n.startswith("decoder.decoders.normals.") for n in fixed)
+    assert any(n.startswith("adapter.") for n in changed) and not any(".normals." in n for n in changed)
+    model.train()
+    fine_tuned_parameters(model, ("seg",))
+    assert model.training  # the model's mode is restored after the forward pass in eval mode
+    with pytest.raises(ValueError, match="no output for"):
+        fine_tuned_parameters(model, ("edges",))

@@ -131,7 +131,7 @@ def test_settings_config_presets_overrides_and_errors(tmp_path, monkeypatch):
     ctx = build_context("quick", overrides=TINY, root=tmp_path, store=tmp_path, methods=["vanilla_mtl"],
                         settings_overrides=["pretrained_backbone=false"], log=lambda _: None)
     assert ctx.settings.methods == ["vanilla_mtl"] and ctx.cfg.data.size == 64
-    with pytest.raises(ValueError, match="unknown domain"):
+    with pytest.raises(ValueError, match="unknown synthetic domain .mars."):
         load_settings_config(overrides=["uda_target=mars"])
     with pytest.raises(ValueError, match="unknown method"):
         load_settings_config(overrides=["methods=[vtagml,nope]"])

@@ -7,8 +7,8 @@ import pytest
 from vtagml_core.data.classes import (CLASS_ID, CLASS_TABLE, NUM_CLASSES, class_colors,
                                       class_names)
 from vtagml_core.data.synthetic import raycast
-from vtagml_core.data.synthetic.domains import (DOMAINS, SKY_TEXTURE, TEXTURE_NAMES,
-                                                get_domain, list_domains)
+from vtagml_core.data.synthetic.catalog import get_domain
+from vtagml_core.data.synthetic.domains import DOMAINS, SKY_TEXTURE, TEXTURE_NAMES, list_domains
 from vtagml_core.data.synthetic.edges import EDGE_NORM, GRAY_WEIGHTS, sobel_edges
 from vtagml_core.data.synthetic.render import render_scene, scene_camera
 from vtagml_core.data.synthetic.layouts import sample_scene

@@ -22,7 +22,9 @@ so the scenes of different domains and splits are disjoint by construction, and 
 is the same whatever ``count`` is. The ``pretext`` split (backbone pretraining,
 ``docs/benchmark.md``) is normally rendered for the virtual domain ``"mixed"``, whose scenes take the
 layout and appearance of ``indoor``, ``indoor_shift`` or ``street`` (never ``comic``, the
-remote test domain).
+remote test domain). A shifted domain (:mod:`.synthetic.shift`) has a folder per canonical
+name (``data/indoor_shift@0.4/``), ``shift`` (target, source, severities) in its manifest, and
+its target's scene seeds, shared by every severity of that target.
 
 Writes are atomic: a split is rendered into a hidden temporary sibling folder and renamed
 into place when complete, so an interrupted run never leaves a half-written folder under the
@@ -50,9 +52,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .classes import CLASS_TABLE, class_table_dict
-from .synthetic.domains import TEXTURE_NAMES, check_domain_name
+from .synthetic.catalog import check_domain_name
+from .synthetic.domains import TEXTURE_NAMES
 from .synthetic.edges import EDGE_NORM
 from .synthetic.render import parse_size, render_scene
+from .synthetic.shift import seed_domain_name, shift_info
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +106,17 @@ def _check_split(split: str) -> str:
     return split
 
 
-def _check_count(count: int) -> int:
-    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= 0:
-        raise ValueError(f"count must be a positive integer, got {count!r}")
-    return int(count)
-
-
-def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+def _check_int(value: int, what: str, low: int) -> int:
+    """``value`` as an int if it is an integer >= ``low`` (0 or 1), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        kind = "a positive" if low > 0 else "a non-negative"
+        raise ValueError(f"{what} must be {kind} integer, got {value!r}")
+    return int(value)
 
 
 def scene_seed(seed: int, domain: str, split: str, index: int) -> int:
-    """Seed of scene ``index`` of ``(domain, split)`` under base ``seed`` (a 63-bit int)."""
-    key = (zlib.crc32(domain.encode()), SPLITS.index(_check_split(split)), int(index))
+    """Seed of scene ``index`` of ``(domain, split)`` under ``seed`` (63-bit; shifts: target's)."""
+    key = (zlib.crc32(seed_domain_name(domain).encode()), SPLITS.index(_check_split(split)), int(index))
     words = np.random.SeedSequence(entropy=seed, spawn_key=key).generate_state(2, np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
 
@@ -274,7 +274,8 @@ def ensure_split(domain: str, split: str, count: int, size: int | tuple[int, int
     """Render split ``(domain, split, count, size, seed)`` unless a valid cache exists.
 
     Args:
-        domain: a synthetic domain, or ``"mixed"`` (see module docstring).
+        domain: a synthetic domain, ``"mixed"``, or a shifted domain such as
+            ``indoor_shift@0.4`` (see module docstring).
         split: one of :data:`SPLITS`.
         count: number of scenes; size: int or ``(H, W)``; seed: base seed.
         root: cache root (default :func:`default_cache_root`).
@@ -286,7 +287,7 @@ def ensure_split(domain: str, split: str, count: int, size: int | tuple[int, int
         The split folder (pass it to :func:`load_split`).
     """
     domain = check_domain_name(domain)
-    split, count, seed = _check_split(split), _check_count(count), _check_seed(seed)
+    split, count, seed = _check_split(split), _check_int(count, "count", 1), _check_int(seed, "seed", 0)
     size = parse_size(size)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers <= 0:
@@ -316,6 +317,7 @@ def ensure_split(domain: str, split: str, count: int, size: int | tuple[int, int
             "edge_norm": EDGE_NORM,
             "files": files,
             "scene_seeds": seeds,
+            **({"shift": info} if (info := shift_info(domain)) else {}),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))

@@ -27,6 +27,7 @@ from .readers import READERS, open_reader
 from .readers.cityscapes import CITYSCAPES_LAYOUT
 from .readers.nyud import NYUD_LAYOUT
 from .readers.taskonomy import TASKONOMY_LAYOUT, read_building_split
+from .synthetic.catalog import check_domain_name
 
 #: ``data.dataset`` of the built-in synthetic benchmark (the default).
 SYNTHETIC: str = "synthetic"
@@ -115,6 +116,8 @@ class DataConfig:
         flip: random horizontal flips (probability 1/2).
         domain, train_count, val_count, test_count, pretext_count, seed, cache_root: the
             synthetic benchmark's domain, split sizes, seed and cache (unused for real data).
+            ``domain`` may name a graded shift, e.g. ``indoor_shift@0.4``
+            (:mod:`vtagml_core.data.synthetic.shift`).
     """
 
     domain: str = "indoor"
@@ -246,7 +249,8 @@ def build_dataset(data: DataConfig, split: str, tasks: str | Iterable[str], *,
         data: dataset, sizes, seed and cache root.
         split: ``train``, ``val``, ``test`` or ``pretext`` (synthetic only).
         tasks: labels to return (e.g. ``"S-D"``); ignored with ``unlabelled=True``.
-        domain: another synthetic domain than ``data.domain`` (a setting's target domain); for
+        domain: another synthetic domain than ``data.domain`` (a setting's target domain; a
+            shifted name such as ``indoor_shift@0.4`` is read in its canonical spelling); for
             real data only ``None`` or the dataset's own name.
         count: scenes (synthetic only); default: ``data``'s count of ``split``.
         unlabelled: images only (the unlabelled target of UDA).
@@ -269,7 +273,7 @@ def build_dataset(data: DataConfig, split: str, tasks: str | Iterable[str], *,
                          + (" with native_size=True" if native_size else ""))
     root = data.check_source()
     if root is None:
-        return SyntheticDataset(domain or data.domain, split, tasks,
+        return SyntheticDataset(check_domain_name(domain or data.domain), split, tasks,
                                 data.count(split) if count is None else count, size=data.size,
                                 seed=data.seed, root=Path(data.cache_root) if data.cache_root else None,
                                 unlabelled=unlabelled, progress=progress)

@@ -31,6 +31,7 @@ from vtagml_core.model.tsn import LAYER_NORM_EPS, TaskScaledNorm
 
 from .harness import Case, CheckResult, Exercise, Mistake, check_function, reference_fallback
 from .setting_checkers import SETTING_EXERCISES
+from .transfer_checkers import TRANSFER_EXERCISES
 
 #: Row sums of an affinity matrix must be 1 within this.
 ROW_SUM_TOL: float = 1e-4
@@ -302,7 +303,8 @@ EXERCISES: dict[str, Exercise] = {
                                "mirror-descent row update", _mirror_cases),
     "film_bias": Exercise(check_film_bias, _film_reference, "FiLM bias A'(omega_t)", _film_cases),
     "tsn": Exercise(check_tsn, _tsn_reference, "task-scaled normalization", _tsn_cases),
-    **SETTING_EXERCISES,  # notebooks 05-10
+    **SETTING_EXERCISES,  # notebooks 05, 07, 09, 10
+    **TRANSFER_EXERCISES,  # notebooks 06, 08
 }
 
 

@@ -192,6 +192,7 @@ def check_function(
     extra_checks: Sequence[Callable[[Tensor, Case], str | None]] = (),
     atol: float = ATOL,
     rtol: float = RTOL,
+    encode: Callable[[Any, Case], Tensor] | None = None,
 ) -> CheckResult:
     """Compare ``student`` with ``reference`` on every case; diagnose the first difference.
 
@@ -206,7 +207,14 @@ def check_function(
         extra_checks: ``f(output, case) -> problem or None`` run on a mismatch before the
             generic message (e.g. "rows do not sum to 1").
         atol, rtol: tolerances.
+        encode: ``f(answer, case) -> tensor`` for answers that are not numbers (e.g. a set of
+            parameter names -> a 0/1 mask over the model's parameters), applied to the
+            student's, the reference's and every mistake's answer before comparing; it raises
+            ``TypeError`` or ``ValueError`` with a message for an answer of the wrong kind.
     """
+    def encoded(answer: Any, case: Case) -> Any:
+        return answer if encode is None else encode(answer, case)
+
     if not callable(student):
         return CheckResult(False, exercise, f"expected a function, got {type(student).__name__}",
                            "pass the function itself, e.g. check(my_function), not its result")
@@ -227,7 +235,13 @@ def check_function(
             return CheckResult(False, exercise,
                                f"your function raised {type(err).__name__}: {err} on {case.label}",
                                "run it on a small input and check every intermediate shape")
-        raw_ref = reference(*_clone_args(case.args))
+        if encode is not None:
+            try:
+                out = encode(out, case)
+            except (TypeError, ValueError) as err:
+                return CheckResult(False, exercise, f"{err} (on {case.label})",
+                                   shape_hint or "return what the exercise asks for")
+        raw_ref = encoded(reference(*_clone_args(case.args)), case)
         ref = as_tensor(raw_ref)
         wants_number = not isinstance(raw_ref, Tensor)
         if as_tensor(out) is None:
@@ -250,7 +264,7 @@ def check_function(
         if _close(out, ref, atol, rtol):
             continue
         for mistake in mistakes:
-            wrong = as_tensor(mistake.compute(*_clone_args(case.args)))
+            wrong = as_tensor(encoded(mistake.compute(*_clone_args(case.args)), case))
             if wrong is not None and _close(out, wrong, atol, rtol):
                 return CheckResult(False, exercise, f"{mistake.name} (on {case.label})",
                                    mistake.hint)

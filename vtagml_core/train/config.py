@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vtagml_core.config import CONFIG_DIR, load_config
 from vtagml_core.data.config import DataConfig
+from vtagml_core.data.synthetic.catalog import check_domain_name
 from vtagml_core.model.vtagml import ModelConfig
 from vtagml_core.tasks import parse_tasks
 
@@ -149,6 +150,9 @@ class KitConfig:
             raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if self.data.size <= 0:
             raise ValueError(f"data.size must be a positive integer, got {self.data.size}")
+        if self.data.is_synthetic:
+            # one spelling per domain (indoor_shift@0.40 -> indoor_shift@0.4): run keys agree
+            self.data.domain = check_domain_name(self.data.domain)
         if self.data.size != self.model.backbone.img_size:
             raise ValueError(
                 f"data.size ({self.data.size}) differs from model.backbone.img_size "

@@ -2,7 +2,7 @@
 
 The paper trains on one domain and tests transfer to others: a shifted indoor dataset
 (Taskonomy -> NYUD-v2), street scenes (Synthia / Cityscapes / Vkitti2) and a stylistically
-remote comics domain. The kit mirrors this with four procedural domains that share one class
+remote comics domain. The kit mirrors this with procedural domains that share one class
 table (:mod:`vtagml_core.data.classes`) and differ in layout, appearance and camera:
 
 =============  ===========================================================================
@@ -14,134 +14,27 @@ indoor_shift   same classes, cooler/darker palette, harsher light, more texture 
 street         road and pavement between building facades, sky, cars, poles and people
 comic          either layout drawn as a comic: flat cel shading, posterised colours, ink
                outlines
+street_shift   ``street`` as an overcast city (Vkitti2 -> Cityscapes): grey palette, flat
+               light, haze, a lower wider camera, narrower and busier streets
 =============  ===========================================================================
 
-A :class:`DomainSpec` is pure data: every number that shapes a domain lives here as a named
-field, so that a student can copy a spec, change one field and render the shifted domain.
-Ranges are ``(low, high)`` pairs sampled uniformly per scene; integer count ranges are
-inclusive. Colours are RGB uint8 tuples.
+A :class:`DomainSpec` (:mod:`.specs`) is pure data: every number that shapes a domain lives
+there as a named field, so that a student can copy a spec, change one field and render the
+shifted domain. Each shift target names its source in :data:`SHIFT_SOURCES`; a name such as
+``indoor_shift@0.4`` is that target at a graded severity (:mod:`.shift`), accepted wherever a
+domain name is.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-RGB = tuple[int, int, int]
-Range = tuple[float, float]
-IntRange = tuple[int, int]
-
-#: Texture type ids (stored in the pretext ``texture`` maps). ``sky`` is only used for sky
-#: pixels; materials draw from the first :data:`NUM_SURFACE_TEXTURES` types.
-TEXTURE_NAMES: tuple[str, ...] = ("plain", "stripes", "checker", "dots", "noise", "sky")
-SKY_TEXTURE: int = TEXTURE_NAMES.index("sky")
-NUM_SURFACE_TEXTURES: int = SKY_TEXTURE
+from .specs import (NUM_SURFACE_TEXTURES, RGB, SKY_TEXTURE, TEXTURE_NAMES, AppearanceSpec,
+                    CameraSpec, DomainSpec, IntRange, LightingSpec, Range, RoomSpec,
+                    StreetSpec, StyleSpec, check_values)
 
 #: Virtual domain name: each scene takes the appearance and layout of one of
 #: :data:`MIXED_SOURCES`, chosen by its seed. Used by the pretext split (the backbone's
 #: pretraining data), which thereby never sees the comic style.
 MIXED_DOMAIN: str = "mixed"
 MIXED_SOURCES: tuple[str, ...] = ("indoor", "indoor_shift", "street")
-
-
-@dataclass(frozen=True)
-class CameraSpec:
-    """Pinhole camera pose ranges. Pitch > 0 looks down; fov is horizontal, in degrees."""
-
-    height: Range
-    pitch_deg: Range
-    yaw_deg: Range
-    fov_deg: Range
-
-
-@dataclass(frozen=True)
-class RoomSpec:
-    """A closed box room (floor, walls, ceiling) with furniture-like primitives inside."""
-
-    camera: CameraSpec
-    width: Range
-    depth: Range
-    height: Range
-    n_boxes: IntRange
-    n_tables: IntRange
-    n_balls: IntRange
-    n_pillars: IntRange
-    n_persons: IntRange
-
-
-@dataclass(frozen=True)
-class StreetSpec:
-    """A straight street: road strip, pavements, facades on both sides and across the end."""
-
-    camera: CameraSpec
-    road_width: Range
-    sidewalk_width: Range
-    length: Range
-    building_width: Range
-    building_height: Range
-    building_gap_prob: float
-    n_cars: IntRange
-    n_persons: IntRange
-    n_poles: IntRange
-    n_boxes: IntRange
-    n_balls: IntRange
-
-
-@dataclass(frozen=True)
-class AppearanceSpec:
-    """Surface colours and textures.
-
-    ``palette`` maps a palette key (a class name, or a part such as ``"skin"``, ``"glass"``,
-    ``"wheel"``) to candidate base colours. ``texture_weights`` maps a palette key (or
-    ``"default"``) to unnormalised probabilities over the surface texture types of
-    :data:`TEXTURE_NAMES`. ``texture_contrast`` is how far the second texture colour departs
-    from the base colour (0 = invisible texture, 1 = black/white).
-    """
-
-    palette: dict[str, tuple[RGB, ...]]
-    texture_weights: dict[str, tuple[float, ...]]
-    color_jitter: float
-    texture_frequency: Range
-    texture_contrast: Range
-
-
-@dataclass(frozen=True)
-class LightingSpec:
-    """Lambertian + ambient lighting from one directional light, sky, fog and sensor noise."""
-
-    ambient: Range
-    intensity: Range
-    elevation_deg: Range
-    light_color: RGB
-    depth_falloff: float
-    fog_density: float
-    sky_horizon: RGB
-    sky_zenith: RGB
-    noise_sigma: float
-
-
-@dataclass(frozen=True)
-class StyleSpec:
-    """Comic rendering switches (the comics domain of paper Sec. 4, novel-domain setting)."""
-
-    comic: bool = False
-    shade_levels: int = 3
-    posterize_levels: int = 4
-    ink: RGB = (0, 0, 0)
-    outline_depth_ratio: float = 0.06
-    outline_crease_cos: float = 0.6
-
-
-@dataclass(frozen=True)
-class DomainSpec:
-    """Everything that defines one synthetic domain."""
-
-    name: str
-    description: str
-    layout_weights: dict[str, float]
-    appearance: AppearanceSpec
-    lighting: LightingSpec
-    room: RoomSpec | None = None
-    street: StreetSpec | None = None
-    style: StyleSpec = field(default_factory=StyleSpec)
 
 
 _SKIN: tuple[RGB, ...] = ((224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172))
@@ -165,6 +58,13 @@ _STREET = StreetSpec(
     road_width=(6.0, 9.0), sidewalk_width=(2.0, 4.0), length=(40.0, 70.0),
     building_width=(6.0, 15.0), building_height=(6.0, 25.0), building_gap_prob=0.2,
     n_cars=(1, 4), n_persons=(1, 4), n_poles=(2, 5), n_boxes=(0, 2), n_balls=(0, 1),
+)
+_STREET_SHIFT = StreetSpec(  # an overcast city seen from a car: level, wide, lower camera
+    camera=CameraSpec(height=(1.1, 1.5), pitch_deg=(-2.0, 4.0), yaw_deg=(-6.0, 6.0),
+                      fov_deg=(75.0, 95.0)),
+    road_width=(5.0, 7.5), sidewalk_width=(2.5, 5.0), length=(50.0, 90.0),
+    building_width=(8.0, 20.0), building_height=(12.0, 30.0), building_gap_prob=0.1,
+    n_cars=(2, 6), n_persons=(2, 6), n_poles=(3, 7), n_boxes=(0, 3), n_balls=(0, 1),
 )
 
 # ----------------------------------------------------------------------------- domains
@@ -314,8 +214,56 @@ COMIC = DomainSpec(
     style=StyleSpec(comic=True, shade_levels=3, posterize_levels=4),
 )
 
+STREET_SHIFT = DomainSpec(
+    name="street_shift",
+    description="Shifted street (Vkitti2 -> Cityscapes): overcast grey city, flat light, haze "
+                "and noise, lower level wider camera, narrower busier streets.",
+    layout_weights={"street": 1.0},
+    street=_STREET_SHIFT,
+    appearance=AppearanceSpec(
+        palette={
+            "floor": ((140, 140, 135), (125, 125, 122), (160, 155, 150)),
+            "road": ((95, 95, 100), (80, 82, 88), (105, 103, 100)),
+            "building": ((210, 200, 180), (185, 185, 180), (150, 140, 130), (230, 225, 215),
+                         (120, 115, 110)),
+            "box": ((90, 110, 90), (150, 150, 150), (70, 80, 110)),
+            "ball": ((200, 60, 60), (60, 60, 180)),
+            "pillar": ((70, 75, 80), (110, 110, 115), (160, 160, 165)),
+            "person": ((30, 30, 35), (90, 90, 100), (120, 40, 50), (60, 80, 60)),
+            "skin": _SKIN,
+            "car": ((200, 200, 205), (40, 40, 45), (120, 125, 130), (30, 60, 110),
+                    (150, 30, 30)),
+            "glass": ((30, 35, 40), (55, 60, 70)),
+            "wheel": ((25, 25, 25),),
+        },
+        texture_weights={
+            "default": (0.5, 0.1, 0.1, 0.1, 0.2),
+            "floor": (0.1, 0.1, 0.6, 0.0, 0.2),
+            "road": (0.1, 0.0, 0.0, 0.0, 0.9),
+            "building": (0.2, 0.4, 0.2, 0.1, 0.1),
+            "skin": (1.0, 0.0, 0.0, 0.0, 0.0),
+            "glass": (1.0, 0.0, 0.0, 0.0, 0.0),
+            "wheel": (1.0, 0.0, 0.0, 0.0, 0.0),
+        },
+        color_jitter=0.06, texture_frequency=(1.0, 3.0), texture_contrast=(0.1, 0.3),
+    ),
+    lighting=LightingSpec(
+        ambient=(0.6, 0.75), intensity=(0.3, 0.5), elevation_deg=(45.0, 80.0),
+        light_color=(225, 230, 240), depth_falloff=0.0, fog_density=0.02,
+        sky_horizon=(200, 202, 205), sky_zenith=(160, 165, 175), noise_sigma=0.02,
+    ),
+)
+
 #: All named domains, by name.
-DOMAINS: dict[str, DomainSpec] = {d.name: d for d in (INDOOR, INDOOR_SHIFT, STREET, COMIC)}
+DOMAINS: dict[str, DomainSpec] = {d.name: d for d in (INDOOR, INDOOR_SHIFT, STREET, COMIC,
+                                                      STREET_SHIFT)}
+
+#: Shift target -> its source domain: graded shifts (:mod:`.shift`) interpolate between them.
+#: ``comic``'s source is ``indoor``, the source domain of every setting.
+SHIFT_SOURCES: dict[str, str] = {"indoor_shift": "indoor", "comic": "indoor",
+                                 "street_shift": "street"}
+#: Separates a target domain from its severity in a domain name: ``indoor_shift@0.4``.
+SHIFT_MARKER: str = "@"
 
 
 def list_domains() -> list[str]:
@@ -323,38 +271,56 @@ def list_domains() -> list[str]:
     return list(DOMAINS)
 
 
-def get_domain(name: str) -> DomainSpec:
-    """The :class:`DomainSpec` called ``name``.
+def plain_domain(name: str) -> DomainSpec:
+    """The :class:`DomainSpec` of one of :data:`DOMAINS` (no severity; names with one go
+    through :func:`.catalog.get_domain`).
 
     Raises:
-        ValueError: for an unknown name, naming it and listing the valid ones.
+        ValueError: for an unknown name, listing the valid ones.
     """
     if name not in DOMAINS:
         raise ValueError(f"unknown synthetic domain {name!r}; valid domains: "
-                         f"{', '.join(DOMAINS)} (and {MIXED_DOMAIN!r} for the pretext mix)")
+                         f"{', '.join(DOMAINS)} (and {MIXED_DOMAIN!r} for the pretext mix; "
+                         f"a shift target at a severity as e.g. 'indoor_shift{SHIFT_MARKER}0.4')")
     return DOMAINS[name]
 
 
-def check_domain_name(name: str) -> str:
-    """Return ``name`` if it is a domain or :data:`MIXED_DOMAIN`, else raise ValueError."""
-    if name != MIXED_DOMAIN:
-        get_domain(name)
-    return name
-
-
 def _validate(spec: DomainSpec) -> None:
-    """Catch spec typos at import time rather than deep inside a worker process."""
+    """Catch spec typos (and bad interpolations) before they reach a worker process.
+
+    Raises:
+        ValueError: naming the domain and the bad field.
+    """
     if not spec.layout_weights or any(k not in ("room", "street") for k in spec.layout_weights):
         raise ValueError(f"domain {spec.name}: layout_weights keys must be 'room'/'street'")
+    if any(w <= 0 for w in spec.layout_weights.values()):
+        raise ValueError(f"domain {spec.name}: layout_weights must be positive, "
+                         f"got {spec.layout_weights}")
     if "room" in spec.layout_weights and spec.room is None:
         raise ValueError(f"domain {spec.name}: uses the room layout but has no RoomSpec")
     if "street" in spec.layout_weights and spec.street is None:
         raise ValueError(f"domain {spec.name}: uses the street layout but has no StreetSpec")
+    if "default" not in spec.appearance.texture_weights:
+        raise ValueError(f"domain {spec.name}: texture_weights needs a 'default' entry")
     for key, w in spec.appearance.texture_weights.items():
-        if len(w) != NUM_SURFACE_TEXTURES or sum(w) <= 0:
+        if len(w) != NUM_SURFACE_TEXTURES or min(w) < 0 or sum(w) <= 0:
             raise ValueError(f"domain {spec.name}: texture_weights[{key!r}] needs "
                              f"{NUM_SURFACE_TEXTURES} non-negative weights with a positive sum")
+    try:
+        check_values(spec)
+    except ValueError as err:
+        raise ValueError(f"domain {spec.name}: {err}") from None
 
 
 for _spec in DOMAINS.values():
     _validate(_spec)
+for _target, _source in SHIFT_SOURCES.items():
+    if _target not in DOMAINS or _source not in DOMAINS:
+        raise ValueError(f"SHIFT_SOURCES pair {_target} <- {_source}: both must be in DOMAINS")
+
+
+__all__ = ["AppearanceSpec", "CameraSpec", "DOMAINS", "DomainSpec", "IntRange", "LightingSpec",
+           "MIXED_DOMAIN", "MIXED_SOURCES", "NUM_SURFACE_TEXTURES", "RGB", "Range", "RoomSpec",
+           "SHIFT_MARKER", "SHIFT_SOURCES", "SKY_TEXTURE", "StreetSpec", "StyleSpec", "TEXTURE_NAMES",
+           "list_domains", "plain_domain"]
+

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .domains import MIXED_DOMAIN, MIXED_SOURCES, RoomSpec, StreetSpec, get_domain
+from .catalog import get_domain
+from .domains import MIXED_DOMAIN, MIXED_SOURCES, RoomSpec, StreetSpec
 from .scene import (Camera, MaterialSampler, Primitive, Scene, make_box, make_cylinder,
                     make_sphere)
 

@@ -22,7 +22,7 @@ import numbers
 import numpy as np
 
 from .appearance import shade_image, surface_albedo
-from .domains import check_domain_name
+from .catalog import check_domain_name
 from .edges import sobel_edges
 from .raycast import cast_rays
 from .layouts import sample_scene
@@ -68,7 +68,8 @@ def render_scene(domain: str, seed: int, size: int | tuple[int, int],
     """Render scene ``seed`` of ``domain`` at ``size`` (int or ``(H, W)``).
 
     Args:
-        domain: a name from :func:`.domains.list_domains`, or ``"mixed"``.
+        domain: a name from :func:`.domains.list_domains`, ``"mixed"``, or a shifted domain
+            such as ``indoor_shift@0.4`` (:mod:`.shift`).
         seed: non-negative integer; the same ``(domain, seed, size)`` gives the same bytes.
         size: output resolution.
         pretext: also return the pretext targets ``albedo`` and ``texture``.

@@ -101,12 +101,14 @@ class SettingsConfig:
 
     def validate(self) -> "SettingsConfig":
         from vtagml_core.baselines.registry import method_names
-        from vtagml_core.data.synthetic.domains import DOMAINS
+        from vtagml_core.data.synthetic.catalog import check_domain_name
 
-        domains = [self.source, self.zero_shot_target, self.uda_target, *self.novel_domains]
-        bad = [d for d in domains if d not in DOMAINS]
-        if bad:
-            raise ValueError(f"unknown domain(s) {bad} in the settings config; domains: {', '.join(DOMAINS)}")
+        try:  # one spelling per domain, graded shifts included (indoor_shift@0.4): run keys agree
+            self.source, self.zero_shot_target, self.uda_target = (
+                check_domain_name(d) for d in (self.source, self.zero_shot_target, self.uda_target))
+            self.novel_domains = [check_domain_name(d) for d in self.novel_domains]
+        except ValueError as err:
+            raise ValueError(f"settings config: {err}") from None
         bad = [m for m in [*self.methods, *self.efficiency_methods] if m not in method_names()]
         if bad:
             raise ValueError(f"unknown method(s) {bad}; methods: {', '.join(method_names())}")

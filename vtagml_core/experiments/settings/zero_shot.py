@@ -21,8 +21,12 @@ target with all labels ("oracle", the upper bound a zero-shot task can approach)
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterable
 
+import torch
+from torch import nn
+
+from vtagml_core.model.backbone import IMAGE_CHANNELS
 from vtagml_core.tasks import parse_tasks, task_set_name
 
 from vtagml_core.experiments.runs import RunRecord, RunSpec
@@ -43,6 +47,40 @@ def split_zero_shot(task_set: str) -> tuple[tuple[str, ...], str]:
     if len(tasks) < 2:
         raise ValueError(f"zero-shot transfer needs >= 2 tasks (labelled + zero-shot), got {task_set!r}")
     return tasks[:-1], tasks[-1]
+
+
+def fine_tuned_parameters(model: nn.Module, labelled_tasks: Iterable[str]) -> set[str]:
+    """Names of the parameters that fine-tuning with only ``labelled_tasks`` in the loss can change.
+
+    A parameter changes only if it is trainable (``requires_grad``) and the loss reaches it in
+    the autograd graph; the optimizer skips a parameter whose gradient stays ``None``. So this
+    runs one forward pass on a blank image and asks autograd which trainable parameters the
+    labelled tasks' outputs depend on: the frozen backbone is left out by ``requires_grad``, the
+    zero-shot task's own decoder and head because no labelled output depends on them; the
+    shared adapters and the shared image path stay in.
+
+    Args:
+        model: a multitask model (VTAGML or a baseline) whose outputs are ``{task: (B, C, H, W)}``.
+        labelled_tasks: the tasks whose losses enter fine-tuning.
+
+    Raises:
+        ValueError: a labelled task the model has no output for.
+    """
+    size = model.backbone.config.img_size
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    was_training = model.training
+    model.eval()  # no dropout or batch statistics moved; the graph is the same
+    try:
+        with torch.enable_grad():
+            outputs = model(torch.zeros(1, IMAGE_CHANNELS, size, size))
+            missing = [t for t in labelled_tasks if t not in outputs]
+            if missing:
+                raise ValueError(f"the model has no output for {missing}; it predicts {sorted(outputs)}")
+            reached = sum(outputs[t].float().sum() for t in labelled_tasks)
+            grads = torch.autograd.grad(reached, list(trainable.values()), allow_unused=True)
+    finally:
+        model.train(was_training)
+    return {name for name, g in zip(trainable, grads) if g is not None}
 
 
 def finetune_on_target(ctx: SettingContext, source: RunRecord, task_set: str, method: str,
@@ -101,4 +139,4 @@ def run_zero_shot(ctx: SettingContext) -> dict[str, Any]:
                             columns, rows, notes, started, source_domain=s.source, target_domain=target)
 
 
-__all__ = ["ORACLE_METHOD", "finetune_on_target", "run_zero_shot", "split_zero_shot", "train_oracle"]
+__all__ = ["ORACLE_METHOD", "fine_tuned_parameters", "finetune_on_target", "run_zero_shot", "split_zero_shot", "train_oracle"]
