@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from vtagml_core.cli import main as cli_main
+from vtagml_core.data.cache import GENERATOR_VERSION
 from vtagml_core.model.backbone import BackboneConfig, FrozenBackbone
 from vtagml_core.model.pretext import NUM_TEXTURES, PretextModel
 from vtagml_core.train import pretrain as pretrain_module
@@ -113,6 +114,13 @@ def test_ensure_pretrains_once_at_the_default_path_and_is_deterministic(tmp_path
     with pytest.raises(AssertionError, match="retrained"):
         ensure_pretrained_backbone(PretrainConfig(**{**TINY, "steps": TINY["steps"] + 1}))
     assert path.is_file()  # the old weights stay until a new pretraining has finished
+    # nor one pretrained on pretext images of another renderer version
+    record = path.with_suffix(".json")
+    data = json.loads(record.read_text())
+    assert data["data_generator"] == GENERATOR_VERSION
+    record.write_text(json.dumps({**data, "data_generator": "0"}))
+    with pytest.raises(AssertionError, match="retrained"):
+        ensure_pretrained_backbone(cfg)
 
 
 def test_cli_pretrains_with_flags_and_overrides(tmp_path, monkeypatch, capsys):

@@ -261,3 +261,20 @@ def test_seeds_from_the_environment_reach_the_setting_notebooks(store, tmp_path,
     monkeypatch.setenv("VTAGML_NB_SEEDS", "zero")
     with pytest.raises(NotebookParameterError, match="VTAGML_NB_SEEDS"):
         resolve(preset="smoke", output_dir=str(tmp_path / "nb"))
+
+
+def test_a_new_renderer_gives_new_run_keys_and_real_data_none(monkeypatch):
+    """Runs trained on other pixels are not reused: from renderer version 3 on the key holds the
+    generator version; version 2 (the runs trained before) keeps its keys; real data has none."""
+    from vtagml_core.data import config as data_config
+    from vtagml_core.train.config import load_kit_config
+
+    cfg = load_kit_config(preset="smoke")
+    v2 = RunSpec("test", cfg, "vtagml")
+    assert "data_generator" not in v2.key_payload()
+    key_v2 = v2.key()
+    monkeypatch.setattr(data_config, "GENERATOR_VERSION", "3")
+    v3 = RunSpec("test", cfg, "vtagml")
+    assert v3.key_payload()["data_generator"] == "3" and v3.key() != key_v2
+    real = load_kit_config(preset="smoke", overrides=["data.dataset=nyud", "data.root=/nowhere"])
+    assert real.data.generator_stamp() == {}

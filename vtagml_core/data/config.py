@@ -21,6 +21,7 @@ from vtagml_core.config import OMIT_IF_DEFAULT
 from vtagml_core.tasks import IGNORE_INDEX, TASKS, parse_tasks
 
 from .augment import DEFAULT_SCALE_RANGE, AugmentedDataset, check_scale_range
+from .cache import GENERATOR_VERSION
 from .classes import class_names
 from .dataset import SyntheticDataset
 from .readers import READERS, open_reader
@@ -31,6 +32,9 @@ from .synthetic.catalog import check_domain_name
 
 #: ``data.dataset`` of the built-in synthetic benchmark (the default).
 SYNTHETIC: str = "synthetic"
+#: The synthetic renderer version of the runs trained before run keys recorded it: their keys
+#: stay as they were while the renderer is unchanged (:meth:`DataConfig.generator_stamp`).
+UNSTAMPED_GENERATOR: str = "2"
 #: Every value ``data.dataset`` accepts.
 DATASETS: tuple[str, ...] = (SYNTHETIC, *READERS)
 #: A path under a dataset's root that only its layout has (used to recognise a tree), and the
@@ -158,6 +162,15 @@ class DataConfig:
     def is_synthetic(self) -> bool:
         """True for the built-in synthetic benchmark."""
         return self.dataset == SYNTHETIC
+
+    def generator_stamp(self) -> dict[str, str]:
+        """``{"data_generator": version}`` of the synthetic renderer, for what depends on the
+        rendered pixels (run keys, the pretrained backbone's record): a new renderer makes them
+        stale. Empty for real data and for :data:`UNSTAMPED_GENERATOR` (the renderer of the runs
+        trained before keys recorded it, which keep their keys)."""
+        if not self.is_synthetic or GENERATOR_VERSION == UNSTAMPED_GENERATOR:
+            return {}
+        return {"data_generator": GENERATOR_VERSION}
 
     def info(self) -> DatasetInfo:
         """What :attr:`dataset` provides (:func:`dataset_info`)."""

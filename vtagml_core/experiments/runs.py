@@ -19,6 +19,8 @@ the canonical JSON (sorted keys) of::
      "init_from": key of the run whose best model it starts from (or null),
      "extra": setting-specific inputs (e.g. the UDA target domain and adversarial config),
      "kit_version": vtagml_core.__version__,
+     "data_generator": the synthetic renderer's version (data/cache.py GENERATOR_VERSION), only
+                       from version 3 on (DataConfig.generator_stamp),
      "method_revision": the method's code revision, only when it has one
                         (vtagml_core.baselines.registry.METHOD_REVISIONS)}
 
@@ -200,6 +202,7 @@ class RunSpec:
                    "init_from": self.init_from.key if self.init_from is not None else None,
                    "extra": json.loads(json.dumps(self.extra, sort_keys=True)),
                    "kit_version": __version__}
+        payload.update(self.cfg.data.generator_stamp())  # a new renderer: new keys (none while v2)
         revision = method_revision(self.method)
         if revision:   # only methods whose code changed carry one: other keys stay as they were
             payload["method_revision"] = revision

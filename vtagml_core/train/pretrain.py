@@ -19,8 +19,9 @@ Outputs of ``pretrain(cfg, out)``::
 .safetensors`` (+ ``.json`` record beside it); :func:`ensure_pretrained_backbone` returns it,
 pretraining first when it is missing. The file name does not encode steps or scene counts; the
 ``.json`` record beside it does, and a record whose training recipe (steps, scenes, batch, lr)
-differs from the one asked for is replaced by a new pretraining (an older kit's 200-step backbone
-is not silently reused). A weights file with no record (placed by hand) is used as it is.
+differs from the one asked for, or whose pretext images came from another renderer version
+(``data_generator``), is replaced by a new pretraining (an older kit's 200-step backbone is not
+silently reused). A weights file with no record (placed by hand) is used as it is.
 
 Measured (``python -m vtagml_core pretrain``, 2-core CPU): 200 steps of batch 16 took 49 s on an
 idle machine, so the default 800 take about 3.5 minutes; held-out texture accuracy 0.19 -> 0.58 (majority class 0.33), albedo L1 0.181 ->
@@ -58,7 +59,8 @@ import copy
 
 from vtagml_core import __version__
 from vtagml_core.config import to_dict
-from vtagml_core.data.cache import default_cache_root
+from vtagml_core.data.cache import GENERATOR_VERSION, default_cache_root
+from vtagml_core.data.config import UNSTAMPED_GENERATOR
 from vtagml_core.data.dataset import PretextDataset, SyntheticDataset
 from vtagml_core.data.synthetic.domains import TEXTURE_NAMES
 from vtagml_core.metrics.dense import SegMetrics
@@ -256,7 +258,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path) -> PretrainResult:
     state = model.backbone_state_dict()
     atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
     seconds = time.perf_counter() - t0  # everything: rendering, evaluations, saving
-    summary = {"kit_version": __version__, "config": to_dict(cfg), "device": str(device),
+    summary = {"kit_version": __version__, "data_generator": GENERATOR_VERSION,
+               "config": to_dict(cfg), "device": str(device),
                "texture_names": list(TEXTURE_NAMES), "eval_before": eval_before,
                "eval_after": eval_after, "majority_texture_accuracy": majority,
                "train_seconds": train_seconds, "seconds": seconds, "weights": WEIGHTS_NAME,
@@ -296,11 +299,14 @@ def _stale_record(record: Path, cfg: PretrainConfig) -> bool:
     if not record.is_file():
         return False
     try:
-        saved = json.loads(record.read_text())["config"]
+        data = json.loads(record.read_text())
+        saved = data["config"]
     except (ValueError, KeyError, TypeError):
         return True  # unreadable record: pretrain again rather than trust the weights beside it
     wanted = to_dict(cfg)
     changed = [f for f in RECIPE_FIELDS if saved.get(f) != wanted[f]]
+    if data.get("data_generator", UNSTAMPED_GENERATOR) != GENERATOR_VERSION:
+        changed.append("data generator")  # its pretext images were rendered differently
     if changed:
         log.info("pretrained backbone at %s was made with another recipe (%s); pretraining again",
                  record.with_suffix(".safetensors"), ", ".join(changed))
