@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -278,3 +279,41 @@ def test_a_new_renderer_gives_new_run_keys_and_real_data_none(monkeypatch):
     assert v3.key_payload()["data_generator"] == "3" and v3.key() != key_v2
     real = load_kit_config(preset="smoke", overrides=["data.dataset=nyud", "data.root=/nowhere"])
     assert real.data.generator_stamp() == {}
+
+
+def test_the_pretrained_backbone_the_keys_name_travels_and_is_installed_where_missing(store, tmp_path):
+    """A student's import installs the teacher's pretrained backbone file (the run keys hash its
+    bytes); a different file already there is kept, with a warning."""
+    from vtagml_core.experiments.store_pretrained import PRETRAINED_DIR, file_sha256
+
+    teacher_cache = tmp_path / "teacher-backbones"
+    teacher_cache.mkdir()
+    weights = teacher_cache / "swinv2_tiny_cpu-128-s0.safetensors"
+    weights.write_bytes(b"pretend safetensors bytes")  # only its hash matters here
+    (teacher_cache / "swinv2_tiny_cpu-128-s0.json").write_text('{"config": {}}')
+    runs = [tmp_path / "runs" / p.name for p in sa.select_runs(store, seed=0)]
+    for src, dst in zip(sa.select_runs(store, seed=0), runs):
+        shutil.copytree(src, dst)
+    shutil.copytree(store / "backbones", tmp_path / "runs" / "backbones")
+    info = runs[0] / "run_key.json"
+    data = json.loads(info.read_text())
+    data["payload"]["config"]["model"]["backbone"]["weights"] = {"sha256": file_sha256(weights)}
+    info.write_text(json.dumps(data))
+    archive = tmp_path / "class.tar.gz"
+    manifest = sa.export_runs(runs, archive, pretrained_dir=teacher_cache, log=lambda m: None)
+    assert manifest["pretrained"] == ["swinv2_tiny_cpu-128-s0.json", weights.name]
+    assert f"{PRETRAINED_DIR}/{weights.name}" in manifest["files"]
+
+    student_cache, said = tmp_path / "student-backbones", []
+    sa.import_runs(archive, tmp_path / "student-store", log=said.append, pretrained_dir=student_cache)
+    assert (student_cache / weights.name).read_bytes() == weights.read_bytes()
+    assert (student_cache / "swinv2_tiny_cpu-128-s0.json").is_file()
+    assert not [p for p in student_cache.iterdir() if p.name.startswith(".")]  # no temporaries
+
+    other_cache = tmp_path / "other-backbones"
+    other_cache.mkdir()
+    (other_cache / weights.name).write_bytes(b"a backbone pretrained elsewhere")
+    said = []
+    sa.import_runs(archive, tmp_path / "other-store", log=said.append, pretrained_dir=other_cache)
+    assert (other_cache / weights.name).read_bytes() == b"a backbone pretrained elsewhere"
+    assert any("holds another pretrained backbone" in m and "Move it away" in m for m in said)

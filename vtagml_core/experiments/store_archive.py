@@ -9,7 +9,10 @@ version, and every file's SHA-256 and size), one folder per run and ``backbones/
 frozen backbones the runs point to (each stored once, content-addressed: a run folder keeps only
 what it trained). A run is exported with its model folders (``best/``, ``last/``: safetensors +
 JSON), its config, key, results, evaluations and log; the training state (``state.pt``) and
-lock files stay behind: a finished run does not need them, and nothing pickled travels.
+lock files stay behind: a finished run does not need them, and nothing pickled travels. The
+pretrained backbone files the runs' keys name travel under ``pretrained/`` and are installed
+into the importer's cache where missing (:mod:`.store_pretrained`): without the same bytes the
+keys would differ and every run would be trained again.
 
 **Import** is all or nothing: the members are checked before anything is written (regular
 files only, no absolute paths, no ``..``, no links or devices, only ``.json``, ``.jsonl``,
@@ -41,11 +44,13 @@ from vtagml_core.train.state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFI
                                      CheckpointError, check_model_folder)
 
 from .runs import RUN_INFO_FILE, is_complete
+from .store_pretrained import (PRETRAINED_DIR, default_pretrained_dir, file_sha256, install_pretrained,
+                               pretrained_members)
 
 #: Archive layout and format.
 MANIFEST_FILE: str = "MANIFEST.json"
 ARCHIVE_FORMAT: str = "vtagml-runs"
-FORMAT_VERSION: int = 1
+FORMAT_VERSION: int = 2  # 2: pretrained backbone files under pretrained/ (store_pretrained.py)
 #: File kinds an archive may carry (no pickle, no code).
 ALLOWED_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".safetensors", ".md")
 #: What stays out of an export: training states and lock files.
@@ -73,14 +78,6 @@ class RunSummary:
     size_bytes: int
     date: str
     complete: bool
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _run_folders(store: Path) -> list[Path]:
@@ -158,8 +155,11 @@ def _blobs_of(run: Path) -> set[str]:
     return out
 
 
-def export_runs(runs: list[Path], out: Path) -> dict:
-    """Write ``out`` (tar.gz): the runs' files, their backbones, a manifest of hashes. Returns it."""
+def export_runs(runs: list[Path], out: Path, pretrained_dir: Path | None = None,
+                log: Callable[[str], None] = print) -> dict:
+    """Write ``out`` (tar.gz): the runs' files, their backbones, the pretrained backbone files
+    their keys name (from ``pretrained_dir``, default ``<cache>/backbones``), a manifest of
+    hashes. Returns the manifest."""
     members: dict[str, Path] = {}
     for run in runs:
         for path in _export_files(run):
@@ -171,11 +171,18 @@ def export_runs(runs: list[Path], out: Path) -> dict:
             raise ArchiveError(f"{blob} is missing from the store: the runs that use it cannot be "
                                "exported (they would not load)")
         members[f"{BLOBS_DIR}/{blob.name}"] = blob
-    files = {name: {"sha256": _sha256(path), "size": path.stat().st_size}
+    pretrained, missing = pretrained_members(runs, pretrained_dir or default_pretrained_dir())
+    members.update(pretrained)
+    if missing:
+        log(f"  warning: no file in {pretrained_dir or default_pretrained_dir()} has the backbone "
+            f"weights some runs were trained on (SHA-256 {', '.join(d[:12] for d in missing)}); "
+            "whoever imports them needs the same file, or the settings will train those runs again")
+    files = {name: {"sha256": file_sha256(path), "size": path.stat().st_size}
              for name, path in members.items()}
     manifest = {"format": ARCHIVE_FORMAT, "format_version": FORMAT_VERSION, "kit_version": __version__,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": [r.name for r in runs],
-                "backbones": digests, "files": files}
+                "backbones": digests, "pretrained": sorted(p.name for p in pretrained.values()),
+                "files": files}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with tarfile.open(tmp, "w:gz") as tar:
@@ -215,8 +222,11 @@ def _read_manifest(tar: tarfile.TarFile) -> dict:
     return manifest
 
 
-def import_runs(archive: Path, store: Path, log: Callable[[str], None] = print) -> list[str]:
+def import_runs(archive: Path, store: Path, log: Callable[[str], None] = print,
+                pretrained_dir: Path | None = None) -> list[str]:
     """Import the runs of ``archive`` into ``store`` (module docstring); returns their names.
+    The pretrained backbone files it carries go to ``pretrained_dir`` (default
+    ``<cache>/backbones``) where missing (:mod:`.store_pretrained`).
 
     Raises:
         ArchiveError: truncated, tampered, path-escaping, from a newer kit, conflicting with
@@ -243,6 +253,7 @@ def import_runs(archive: Path, store: Path, log: Callable[[str], None] = print) 
                     continue
                 raise ArchiveError(f"{dest} already exists with other contents; remove it first "
                                    f"(`runs remove {name}`) to import this one; nothing imported")
+        install_pretrained(staging / PRETRAINED_DIR, pretrained_dir or default_pretrained_dir(), log)
         if (staging / BLOBS_DIR).is_dir():   # backbones: content-addressed, kept if present
             (store / BLOBS_DIR).mkdir(exist_ok=True)
             for blob in (staging / BLOBS_DIR).iterdir():
@@ -287,7 +298,7 @@ def _extract_verified(archive: Path, staging: Path) -> list[str]:
                     raise ArchiveError(f"archive member {name!r} is not a safetensors/JSON file; "
                                        "refused (no pickled or executable files), nothing imported")
                 top = name.split("/")[0]
-                if name not in expected or (top not in runs and top != BLOBS_DIR):
+                if name not in expected or (top not in runs and top not in (BLOBS_DIR, PRETRAINED_DIR)):
                     raise ArchiveError(f"archive member {name!r} is not in the manifest; refused, "
                                        "nothing imported")
                 target = staging / name
@@ -352,8 +363,8 @@ def _check_runs(staging: Path, names: list[str], log: Callable[[str], None]) -> 
 
 
 def _same_files(a: Path, b: Path) -> bool:
-    fa = {p.relative_to(a): _sha256(p) for p in _export_files(a)}
-    fb = {p.relative_to(b): _sha256(p) for p in _export_files(b)}
+    fa = {p.relative_to(a): file_sha256(p) for p in _export_files(a)}
+    fb = {p.relative_to(b): file_sha256(p) for p in _export_files(b)}
     return fa == fb
 
 
