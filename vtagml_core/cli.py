@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "metric table of a checkpoint on any dataset split (synthetic, nyud, taskonomy, cityscapes)"),
     "demo": ("vtagml_core.commands.demo", "Gradio demo: per-task predictions, task affinities, attention"),
     "settings": ("vtagml_core.commands.settings",
-                 "the paper's evaluation settings: mtl, zeroshot, uda, novel, efficiency, all"),
+                 "the paper's evaluation settings: mtl, zeroshot, uda, novel, efficiency, robustness, all"),
     "tables": ("vtagml_core.commands.tables", "collect setting results into the paper's tables (md + plotly)"),
     "runs": ("vtagml_core.commands.runs", "the run store: list, show, export, import, remove trained runs"),
     "compare": ("vtagml_core.commands.compare",
@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "course": ("vtagml_core.commands.course", "nbgrader course folder from the notebooks' exercises (course init DIR)"),
     "affinity": ("vtagml_core.commands.affinity",
                  "do the task affinities mean something? TROA omega, gradient cosine, lookahead vs pair gains"),
+    "benchmark": ("vtagml_core.commands.benchmark",
+                  "checks of the benchmark itself: colour-check, headroom, palette-overlap"),
 }
 
 

@@ -37,11 +37,16 @@ from vtagml_core.experiments.paper_numbers import NOT_IN_MAIN_TEXT, PAPER_CONDIT
 #: Paper table of each setting, in the paper's order.
 TABLE_OF: dict[str, str] = {"mtl": "Table 2", "zeroshot": "Table 3", "uda": "Table 4",
                             "novel": "Table 5", "efficiency": "Table 6"}
+#: Settings with no table in the paper, listed after the paper's (own markdown, no paper block).
+EXTRA_SETTINGS: tuple[str, ...] = ("robustness",)
+#: Metric name of the robustness setting's corruption-error columns (CE and mCE, in %).
+CE_METRIC: str = "ce"
 #: metric -> (scale, decimals, signed). Fractions not listed here print as percent, 2 decimals.
 FORMATS: dict[str, tuple[float, int, bool]] = {
     "rmse": (1.0, 3, False), "mae": (1.0, 3, False), "abs_rel": (1.0, 3, False),
     "mean": (1.0, 2, False), "median": (1.0, 2, False), "delta_m": (1.0, 2, True),
-    "params": (1e-6, 3, False), "seconds": (1.0, 2, False), "ratio": (1.0, 2, False)}
+    "params": (1e-6, 3, False), "seconds": (1.0, 2, False), "ratio": (1.0, 2, False),
+    CE_METRIC: (1.0, 2, False)}
 #: Scale and decimals of fraction metrics (printed in percent).
 PERCENT_FORMAT: tuple[float, int, bool] = (100.0, 2, False)
 #: Format of a metric with no entry (a plain number).
@@ -296,8 +301,27 @@ def measured_section(doc: dict[str, Any], title: str) -> list[str]:
     return lines
 
 
+def robustness_markdown(doc: dict[str, Any]) -> str:
+    """The robustness setting's section: one table per target (metric at each level), then the
+    corruption errors; each with the provenance line (:func:`measured_section`)."""
+    blocks = [(f"{doc['title']}: {t}", [c for c in doc["columns"] if c["group"].startswith(f"{t}@")])
+              for t in doc["targets"]]
+    base = next((r["label"] for r in doc["rows"] if r["method"] == doc["baseline"]), doc["baseline"])
+    blocks.append((f"{doc['title']}: corruption errors vs {base}",
+                   [c for c in doc["columns"] if c["metric"] == CE_METRIC]))
+    lines: list[str] = []
+    for i, (title, cols) in enumerate(blocks):
+        last = i == len(blocks) - 1
+        section = measured_section({**doc, "columns": cols, "notes": doc["notes"] if last else []}, title)
+        lines += (section if last else section[:-2]) + ([] if last else [""])
+    return "\n".join(lines)
+
+
 def setting_markdown(doc: dict[str, Any]) -> str:
-    """One setting's section: header, measured table, notes, timing, the paper's block."""
+    """One setting's section: header, measured table, notes, timing, the paper's block (a
+    setting of :data:`EXTRA_SETTINGS` has its own sections and no paper block)."""
+    if doc["setting"] == "robustness":
+        return robustness_markdown(doc)
     title = f"{doc['title']} ({TABLE_OF.get(doc['setting'], '')} shape)"
     return "\n".join(measured_section(doc, title) + ["", paper_block(doc["setting"])])
 
@@ -309,7 +333,7 @@ def collect(results_dir: str | Path) -> list[dict[str, Any]]:
         FileNotFoundError: no results there (names the command that makes them).
     """
     folder = Path(results_dir)
-    docs = [json.loads((folder / f"{s}.json").read_text()) for s in TABLE_OF
+    docs = [json.loads((folder / f"{s}.json").read_text()) for s in (*TABLE_OF, *EXTRA_SETTINGS)
             if (folder / f"{s}.json").is_file()]
     if not docs:
         raise FileNotFoundError(f"no setting results in {folder}; run e.g. "
@@ -334,9 +358,10 @@ def setting_figure(doc: dict[str, Any]):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    papers = paper_tables(doc["setting"])
+    papers = paper_tables(doc["setting"]) if doc["setting"] in TABLE_OF else ()
     header, body = measured_rows(doc)
-    titles = [f"{TABLE_OF[doc['setting']]} shape, MEASURED: {doc['where']['dataset']}, "
+    shape = f"{TABLE_OF[doc['setting']]} shape, " if doc["setting"] in TABLE_OF else ""
+    titles = [f"{shape}MEASURED: {doc['where']['dataset']}, "
               f"{doc['where']['resolution']}, {len(doc['where'].get('seeds', []))} seed(s)"]
     titles += [f"Paper's reported {t.table} ({t.dataset}): different data, for orientation only"
                for t in papers]
@@ -370,7 +395,7 @@ def write_tables(results_dir: str | Path, out: str | Path) -> tuple[Path, Path]:
     return md, html
 
 
-__all__ = ["EXACT_METRICS", "FORMATS", "TABLE_OF", "best_rows", "cell_interval", "collect", "compare_cells",
+__all__ = ["EXACT_METRICS", "EXTRA_SETTINGS", "FORMATS", "TABLE_OF", "best_rows", "cell_interval", "collect", "compare_cells",
            "difference_lines", "differences_to_reference", "format_cell", "format_difference", "format_value",
            "markdown_table", "ranked_columns", "reference_row", "paper_block", "paper_markdown", "paper_value", "setting_figure", "setting_markdown",
            "tables_markdown", "write_tables"]

@@ -277,6 +277,31 @@ def trivial_sentence(sanity: dict[str, Any], split: str) -> str:
     return f"On the {split} split VTAGML against the trivial predictors: " + "; ".join(parts) + "."
 
 
+def best_row_sentence(doc: dict[str, Any], key: str, rows: Sequence[dict[str, Any]] | None = None) -> str:
+    """Which row has the best mean in column ``key`` (e.g. the lowest mCE), and whether it is
+    measurably best: ``"mCE%↓: lowest mean VTAGML 85.10, measurably below every other row. ..."``
+    only when each paired interval excludes zero; otherwise the pairs' verdicts
+    (:func:`comparison_sentence`), so no ranking is claimed that the seeds cannot carry."""
+    col = _column(doc, key)
+    if col.get("lower_is_better") is None:
+        raise ValueError(f"column {key!r} has no direction: no row is best")
+    lower = bool(col["lower_is_better"])
+    rows = [r for r in (doc["rows"] if rows is None else rows) if key in r["cells"]]
+    if len(rows) < 2:
+        return f"{col['label']}: fewer than two rows have a value; nothing to rank."
+    top = (min if lower else max)(rows, key=lambda r: r["cells"][key]["mean"])
+    others = [r for r in rows if r is not top]
+    comps = [row_comparison(doc, top, r, key) for r in others]
+    side = "lowest" if lower else "highest"
+    value = format_value(top["cells"][key]["mean"], col["metric"])
+    head = f"{col['label']}: {side} mean {top['label']} {value}"
+    if all(c is not None and c.verdict == BETTER for c in comps):
+        verdict = f"measurably {'below' if lower else 'above'} every other row"
+    else:
+        verdict = "not measurably best"
+    return f"{head}, {verdict}. " + " ".join(comparison_sentence(doc, top, r, key) for r in others)
+
+
 def interval_text(values: Sequence[float], metric: str) -> str:
     """A mean with its interval in the table's format (``"52.46 [50.10, 54.82] (n=3)"``)."""
     ci = mean_ci(values)
@@ -286,6 +311,7 @@ def interval_text(values: Sequence[float], metric: str) -> str:
     return f"{text} [{format_value(ci.low, metric)}, {format_value(ci.high, metric)}] (n={ci.n})"
 
 
-__all__ = ["MIN_WINDOW_STEPS", "WINDOW_FRACTION", "ablation_sentences", "comparison_sentence",
+__all__ = ["MIN_WINDOW_STEPS", "WINDOW_FRACTION", "ablation_sentences", "best_row_sentence",
+           "comparison_sentence",
            "discriminator_sentence", "gap_sentence", "head_to_head_sentence", "interval_text",
            "row_comparison", "trend_sentence", "trivial_sentence", "verdict_counts", "window"]

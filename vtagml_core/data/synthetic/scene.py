@@ -23,6 +23,7 @@ import numpy as np
 
 from ..classes import CLASS_ID
 from .domains import NUM_SURFACE_TEXTURES, AppearanceSpec, DomainSpec
+from .specs import shared_palette
 
 #: Primitive kinds understood by :mod:`.raycast`.
 PRIMITIVE_KINDS: tuple[str, ...] = ("box", "sphere", "cylinder")
@@ -183,6 +184,9 @@ class MaterialSampler:
             raise ValueError(f"palette has no entry {key!r}; add it to the domain's "
                              f"AppearanceSpec.palette (keys: {sorted(app.palette)})")
         choices = app.palette[key]
+        # no draw at overlap 0: the random stream, hence every render, stays as before
+        if app.palette_overlap > 0.0 and rng.random() < app.palette_overlap:
+            choices = shared_palette(app.palette)
         base = np.array(choices[rng.integers(len(choices))], dtype=float) / 255.0
         base = np.clip(base * (1.0 + rng.uniform(-app.color_jitter, app.color_jitter, 3)), 0, 1)
         weights = np.cumsum(app.texture_weights.get(key, app.texture_weights["default"]))

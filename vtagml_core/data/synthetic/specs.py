@@ -75,6 +75,13 @@ class AppearanceSpec:
     ``"default"``) to unnormalised probabilities over the surface texture types of
     :data:`TEXTURE_NAMES`. ``texture_contrast`` is how far the second texture colour departs
     from the base colour (0 = invisible texture, 1 = black/white).
+
+    ``palette_overlap`` is the probability that a material takes its base colour from the
+    domain's shared pool (:func:`shared_palette`: every key's colours together) instead of its
+    own key's colours. At 0 (the default, every named domain) each class keeps its own colours
+    and no random number is drawn for it, so renders stay byte-identical; at 1 every class
+    draws from the same colours and only shape, size, placement, texture and context tell the
+    classes apart (project issue 15, item 2).
     """
 
     palette: dict[str, tuple[RGB, ...]]
@@ -82,6 +89,7 @@ class AppearanceSpec:
     color_jitter: float
     texture_frequency: Range
     texture_contrast: Range
+    palette_overlap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,13 @@ class DomainSpec:
 #: Largest value of a colour channel (colours are uint8).
 CHANNEL_MAX: int = 255
 #: Field types (as annotated) whose values must lie in [0, 1].
-_PROBABILITY_FIELDS: frozenset[str] = frozenset({"building_gap_prob"})
+_PROBABILITY_FIELDS: frozenset[str] = frozenset({"building_gap_prob", "palette_overlap"})
+
+
+def shared_palette(palette: dict[str, tuple[RGB, ...]]) -> tuple[RGB, ...]:
+    """Every colour of ``palette`` once, in key order then colour order: the pool that
+    :attr:`AppearanceSpec.palette_overlap` draws from (parts such as ``skin`` included)."""
+    return tuple(dict.fromkeys(c for colors in palette.values() for c in colors))
 
 
 def check_values(spec: object, path: str = "") -> None:

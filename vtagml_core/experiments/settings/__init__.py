@@ -12,6 +12,8 @@ setting        what                                        table      module
 ``novel``      source models on unseen domains (incl.       Table 5    :mod:`.novel_domain`
                comics), no fine-tuning
 ``efficiency`` parameters, training time per epoch          Table 6    :mod:`.efficiency`
+``robustness`` source models against graded shift severity; (none)     :mod:`.robustness`
+               corruption error vs the single-task models
 =============  ==========================================  =========  ==========================
 
 Usage (what ``python -m vtagml_core settings mtl`` does)::
@@ -37,11 +39,12 @@ def _runners() -> dict[str, Callable[[SettingContext], dict[str, Any]]]:
     from .efficiency import run_efficiency
     from .mtl import run_mtl
     from .novel_domain import run_novel
+    from .robustness import run_robustness
     from .uda import run_uda
     from .zero_shot import run_zero_shot
 
     return {"mtl": run_mtl, "zeroshot": run_zero_shot, "uda": run_uda, "novel": run_novel,
-            "efficiency": run_efficiency}
+            "efficiency": run_efficiency, "robustness": run_robustness}
 
 
 def run_setting(name: str, ctx: SettingContext) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Settings are configured in two files of the same preset name, each with its own 
   the timing budget of the efficiency table and the comparison's seeds.
 
 :func:`build_context` resolves both into a :class:`SettingContext`; every setting module
-(:mod:`.mtl`, :mod:`.zero_shot`, :mod:`.uda`, :mod:`.novel_domain`, :mod:`.efficiency`) takes
+(:mod:`.mtl`, :mod:`.zero_shot`, :mod:`.uda`, :mod:`.novel_domain`, :mod:`.efficiency`,
+:mod:`.robustness`) takes
 one and returns its results document (:func:`setting_document`), which :func:`write_setting`
 saves as ``<root>/setting_results/<setting>.json`` and ``.md``.
 
@@ -45,7 +46,7 @@ from vtagml_core.experiments.runs import (RESULTS_SUBDIR, RunRecord, RunSpec, de
 from vtagml_core.experiments.seeds import parse_seeds
 
 #: The settings this package implements, in table order (paper Tables 2-6).
-SETTINGS: tuple[str, ...] = ("mtl", "zeroshot", "uda", "novel", "efficiency")
+SETTINGS: tuple[str, ...] = ("mtl", "zeroshot", "uda", "novel", "efficiency", "robustness")
 #: Folder of the per-preset settings configs.
 SETTINGS_CONFIG_DIR: Path = CONFIG_DIR / "settings"
 
@@ -72,6 +73,15 @@ class SettingsConfig:
         efficiency_tasks, efficiency_methods: Table 6 (``single_task`` = one model per task,
             summed).
         efficiency_steps, efficiency_warmup_steps: timed / untimed training steps per method.
+        robustness_targets: shift targets of the robustness curves; each must have
+            ``source`` as its shift source (``SHIFT_SOURCES``). ``None``: every target of the
+            source (``indoor``: ``indoor_shift``, ``comic``).
+        robustness_levels: severity levels of the curves (``SEVERITY_LEVELS``; level 0 = the
+            target's test scenes at s = 0, i.e. in the source's look); the corruption error sums
+            over the levels above 0.
+        robustness_tasks: task set of the robustness curves.
+        robustness_baseline: the corruption errors' baseline, ``single_task`` or one of
+            ``methods``.
         pretrained_backbone: resolve ``model.backbone.weights`` to the kit's pretext-pretrained
             backbone when the config names none (module docstring).
         compare_seeds: training seeds of the method comparison (notebook 10): its seed spread
@@ -93,6 +103,10 @@ class SettingsConfig:
     efficiency_tasks: str = "S-D-N-E"
     efficiency_methods: list[str] = field(
         default_factory=lambda: ["vtagml", "vanilla_mtl", "finetune_mtl", "single_task"])
+    robustness_targets: list[str] | None = None
+    robustness_levels: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+    robustness_tasks: str = "S-D"
+    robustness_baseline: str = "single_task"
     efficiency_steps: int = 6
     efficiency_warmup_steps: int = 2
     pretrained_backbone: bool = True
@@ -113,7 +127,7 @@ class SettingsConfig:
         if bad:
             raise ValueError(f"unknown method(s) {bad}; methods: {', '.join(method_names())}")
         for spec in [*self.task_sets, *self.zero_shot_task_sets, self.uda_tasks, self.novel_tasks,
-                     self.efficiency_tasks]:
+                     self.efficiency_tasks, self.robustness_tasks]:
             parse_tasks(spec)
         for spec in self.zero_shot_task_sets:
             if len(parse_tasks(spec)) < 2:
@@ -127,8 +141,44 @@ class SettingsConfig:
         if self.efficiency_steps < 1 or self.efficiency_warmup_steps < 0:
             raise ValueError("efficiency_steps must be >= 1 and efficiency_warmup_steps >= 0, got "
                              f"{self.efficiency_steps} and {self.efficiency_warmup_steps}")
+        self._validate_robustness()
         self.adversarial.validate()
         return self
+
+    def shift_targets(self) -> list[str]:
+        """The robustness curves' targets: ``robustness_targets``, or every shift target whose
+        source is ``source`` (``SHIFT_SOURCES``)."""
+        from vtagml_core.data.synthetic.domains import SHIFT_SOURCES
+
+        if self.robustness_targets is not None:
+            return list(self.robustness_targets)
+        return [t for t, src in SHIFT_SOURCES.items() if src == self.source]
+
+    def _validate_robustness(self) -> None:
+        from vtagml_core.data.synthetic.domains import SHIFT_SOURCES
+        from vtagml_core.data.synthetic.shift import SEVERITY_LEVELS
+
+        for target in self.shift_targets():
+            if target not in SHIFT_SOURCES:
+                raise ValueError(f"robustness target {target!r} is not a shift target; shift targets "
+                                 "(with their source): " + ", ".join(
+                                     f"{t} (<- {s})" for t, s in SHIFT_SOURCES.items()))
+            if SHIFT_SOURCES[target] != self.source:
+                fits = [t for t, s in SHIFT_SOURCES.items() if s == self.source]
+                raise ValueError(f"robustness target {target!r} shifts from {SHIFT_SOURCES[target]!r}, "
+                                 f"but the source models are trained on {self.source!r}: pick targets "
+                                 f"of {self.source!r} ({', '.join(fits) or 'none'}) or set "
+                                 "robustness_targets=null")
+        valid = [0, *SEVERITY_LEVELS]
+        levels = self.robustness_levels
+        if (any(isinstance(v, bool) or v not in valid for v in levels) or len(set(levels)) != len(levels)
+                or not any(v > 0 for v in levels)):
+            raise ValueError(f"robustness_levels must be distinct levels of {valid} (0 = no shift), "
+                             f"at least one above 0 for the corruption error; got {levels}")
+        self.robustness_levels = sorted(levels)
+        if self.robustness_baseline not in ("single_task", *self.methods):
+            raise ValueError(f"robustness_baseline must be single_task or one of methods {self.methods}, "
+                             f"got {self.robustness_baseline!r}")
 
 
 def settings_config_path(preset: str) -> Path:

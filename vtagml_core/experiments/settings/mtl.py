@@ -85,21 +85,22 @@ def stl_metrics(ctx: SettingContext, tasks: tuple[str, ...], seed: int, domain: 
     return {t: ctx.evaluate(train_single_task(ctx, t, seed), domain, split)[t] for t in tasks}
 
 
-def trivial_metrics(ctx: SettingContext, tasks: tuple[str, ...], split: str) -> dict:
-    """Trivial predictors fitted on the source train split, scored on ``split``."""
+def trivial_metrics(ctx: SettingContext, tasks: tuple[str, ...], split: str,
+                    domain: str | None = None) -> dict:
+    """Trivial predictors fitted on the source train split, scored on ``split`` of ``domain``
+    (default the source; a shifted target for the headroom check)."""
     from vtagml_core.data.classes import NUM_CLASSES
     from vtagml_core.data.config import build_dataset
     from vtagml_core.metrics.trivial import evaluate_trivial
 
     d = ctx.cfg.data
-    kw = dict(domain=ctx.settings.source, progress=ctx.cfg.train.progress)
 
-    def loader(ds):
+    def loader(which: str, on: str):
+        ds = build_dataset(d, which, tasks, domain=on, progress=ctx.cfg.train.progress)
         return DataLoader(ds, batch_size=max(d.batch_size, 32), generator=torch.Generator())
 
-    return evaluate_trivial(loader(build_dataset(d, "train", tasks, **kw)),
-                            loader(build_dataset(d, split, tasks, **kw)), tasks,
-                            ctx.cfg.model.num_classes or NUM_CLASSES)
+    return evaluate_trivial(loader("train", ctx.settings.source), loader(split, domain or ctx.settings.source),
+                            tasks, ctx.cfg.model.num_classes or NUM_CLASSES)
 
 
 def quality_check(ctx: SettingContext, tasks: str = "S-D-N-E") -> dict[str, Any]:
