@@ -362,8 +362,6 @@ def read_training_info(folder: Path) -> TrainingInfo:
     (``where``, ``best``/``last`` metrics) and ``config.json`` (the data section), or the
     ``reproduce`` command's ``results.json`` / ``config.json``.
     """
-    from vtagml_core.data.synthetic.domains import MIXED_DOMAIN, list_domains
-
     folder = Path(folder)
     meta = _read_json(folder / CONFIG_FILE).get("meta") or {}
     run = folder.parent
@@ -378,7 +376,18 @@ def read_training_info(folder: Path) -> TrainingInfo:
     name = name.removeprefix(SYNTHETIC_PREFIX) or str(data.get("domain") or "")
     if name:
         info.dataset = name
-        info.synthetic = name in list_domains() or name == MIXED_DOMAIN
+        info.synthetic = _is_synthetic_domain(name)
     if info.synthetic and data.get("train_count") and data.get("size"):
         info.details = f"{data['train_count']} scenes at {data['size']} px"
     return info
+
+def _is_synthetic_domain(name: str) -> bool:
+    """Whether ``name`` names a synthetic domain (``mixed`` and graded shifts such as
+    ``indoor_shift@0.4`` included)."""
+    from vtagml_core.data.synthetic.catalog import check_domain_name
+
+    try:
+        check_domain_name(name)
+    except ValueError:
+        return False
+    return True

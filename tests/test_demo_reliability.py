@@ -196,6 +196,10 @@ def test_a_stopped_server_leaves_no_temporary_files(roots, tmp_path, stop):
      "Trained only on the kit's synthetic `indoor` scenes"),
     ("nyud val split (654 images), 64x64, backbone swinv2_tiny_cpu, method vtagml", None,
      "real dataset `nyud`", "Trained on the `nyud` dataset"),
+    ("indoor_shift@0.4 val split (128 images), 64x64, backbone swinv2_tiny_cpu, method vtagml",
+     {"domain": "indoor_shift@0.4", "train_count": 512, "size": 64},
+     "synthetic domain `indoor_shift@0.4` (the kit's procedural renderer; 512 scenes at 64 px)",
+     "Trained only on the kit's synthetic `indoor_shift@0.4` scenes"),
 ])
 def test_card_says_what_the_checkpoint_was_trained_on(tmp_path, where, data, trained, caution):
     _run_folder(tmp_path / "ckpts", where, data)
