@@ -8,23 +8,9 @@ other when trained together (project issue 17). Four pieces:
     every step): ``omega`` replayed exactly through :meth:`vtagml_core.model.troa.TROA.observe`
     with the run's kappa, sign and ``troa_every``, and the **time-averaged gradient cosine**
     ``mean_i sim_i``, which is what omega would rank by without normalisation and floor.
-(b) **Lookahead affinity** (Fifty et al., "Efficiently Identifying Task Groupings for Multi-Task
-    Learning", NeurIPS 2021): one SGD step on task n's loss over the *shared* parameters (the
-    adapters), and how much task t's loss on the same batch drops,
-
-        ``Z[t, n] = 1 - L_t(theta_s - lr * grad_{theta_s} L_n) / L_t(theta_s)``,
-
-    measured every ``lookahead_every`` steps during the all-task training run
-    (:class:`LookaheadTrainer`) and averaged over training. The weights are restored after each
-    lookahead and the optimizer is never called, so the run's numbers are those of a plain run.
-    **The step.** Fifty et al. write a plain SGD step at the training learning rate. The kit trains
-    with Adam, whose steps are normalised by the running gradient RMS; an SGD step of Adam's
-    learning rate on the raw gradient is then so small that the losses move by less than float32
-    resolves (measured, quick preset: |Z| ~ 1e-6, mostly exact zeros). So the default lookahead
-    step is the Adam-shaped one, ``theta_s - lr * grad L_n / (sqrt(v_hat) + eps)`` with the
-    optimizer's current second moments ``v_hat`` (read, never written), i.e. the step the
-    optimizer would take if task n's gradient were the whole update (without momentum);
-    ``lookahead_step="sgd"`` is the formula as printed.
+(b) **Lookahead affinity** (Fifty et al., NeurIPS 2021): how much one step on task n's loss
+    over the shared adapters lowers task t's loss, measured during the all-task training run
+    and averaged over training (:mod:`.affinity_lookahead`, which says which step is taken).
 (c) **Ground truth**: the gain of training task t together with task n over training t alone,
     in percent of the single-task model's primary metric (the delta_m term of task t, positive =
     better together), for every ordered pair: one pair model per unordered pair (it gives both
@@ -47,6 +33,10 @@ quality table.
 Cost in trained models, for N tasks and S seeds: ``S * (N + N (N - 1) / 2 + 1 + V)`` (single-task,
 pairs, the all-task lookahead run, V variants); single-task and pair models are shared with the
 MTL setting (same keys), so a store that already holds them trains only the rest.
+
+Where the pieces live: (b) in :mod:`.affinity_lookahead`; the document as markdown and its
+files in :mod:`.affinity_report`; (a), (c), (d) and the measurement itself here. All are
+re-exported here.
 """
 from __future__ import annotations
 
@@ -60,37 +50,29 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vtagml_core.config import apply_overrides
 from vtagml_core.experiments.runs import RunRecord, RunSpec
 from vtagml_core.experiments.seeds import summarize
-from vtagml_core.experiments.settings.context import (SettingContext, column, row, setting_document,
-                                                      write_setting)
+from vtagml_core.experiments.affinity_lookahead import (  # noqa: F401  (LOSS_EPS re-exported)
+    DEFAULT_LOOKAHEAD_EVERY, DEFAULT_LOOKAHEAD_STEP, LOOKAHEAD_KIND, LOOKAHEAD_STEPS, LOSS_EPS,
+    LookaheadTrainer, logged_lookahead, lookahead_affinity, shared_parameters)
+from vtagml_core.experiments.affinity_report import affinity_markdown, matrix_markdown, write_affinity
+from vtagml_core.experiments.settings.context import SettingContext, column, row, setting_document
 from vtagml_core.metrics.delta_m import delta_m, delta_m_terms
 from vtagml_core.metrics.multitask import PRIMARY_METRICS
 from vtagml_core.model.adapter import AdapterConfig
 from vtagml_core.model.troa import TROA
-from vtagml_core.tasks import TASK_TITLES, parse_tasks, task_set_name
+from vtagml_core.tasks import parse_tasks, task_set_name
 from vtagml_core.train.logging import LOG_FILE, read_log
-from vtagml_core.train.step import move_batch
-from vtagml_core.train.trainer import Trainer
 
 #: Name of the results document (``<root>/setting_results/affinity.json``, ``.md``, ``.html``).
 AFFINITY_SETTING: str = "affinity"
-#: ``kind`` of the lookahead records in a run's ``log.jsonl``.
-LOOKAHEAD_KIND: str = "lookahead"
 #: Default task set of the measurement.
 DEFAULT_TASKS: str = "S-D-N-E"
-#: Default optimizer steps between two lookahead measurements (the quick preset trains 640).
-DEFAULT_LOOKAHEAD_EVERY: int = 10
-#: Lookahead steps: Adam-shaped (default, see the module docstring) or Fifty et al.'s plain SGD.
-LOOKAHEAD_STEPS: tuple[str, ...] = ("adam", "sgd")
-DEFAULT_LOOKAHEAD_STEP: str = "adam"
 #: Method of the pair models (the ground truth's "trained together").
 DEFAULT_PAIR_METHOD: str = "vtagml"
-#: Loss below which a task's lookahead ratio is not defined (a batch without a valid pixel).
-LOSS_EPS: float = 1e-12
 #: Names of the measures (row labels of the agreement table).
 OMEGA, COSINE, LOOKAHEAD = "TROA omega", "gradient cosine (time-averaged)", "lookahead Z (Fifty et al.)"
 #: The default TROA setting's label in the tables.
@@ -166,158 +148,6 @@ def troa_affinities(run_dir: str | Path, adapter: AdapterConfig) -> dict[str, Te
     return {OMEGA: omega, COSINE: sims.mean(dim=0)}
 
 
-# --------------------------------------------------------------------------- (b) lookahead
-
-
-def shared_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable parameters every task shares: VTAGML's adapter stack.
-
-    Raises:
-        ValueError: the model has no trainable adapter (nothing shared to look ahead on).
-    """
-    adapter = getattr(model, "adapter", None)
-    params = [p for p in adapter.parameters() if p.requires_grad] if adapter is not None else []
-    if not params:
-        raise ValueError(f"{type(model).__name__} has no trainable shared adapter; the lookahead "
-                         "affinity needs shared parameters (pass params=... explicitly)")
-    return params
-
-
-def lookahead_affinity(model: nn.Module, batch: dict, loss_fn: Callable[[dict, dict], tuple],
-                       lr: float, *, tasks: Sequence[str] | None = None,
-                       params: Sequence[nn.Parameter] | None = None, features: Any = None,
-                       precondition: Sequence[Tensor] | None = None) -> Tensor:
-    """Fifty et al.'s lookahead affinity on one batch: ``Z[t, n]``, ``(N, N)`` float64.
-
-    ``Z[t, n] = 1 - L_t(theta_s - lr * grad_{theta_s} L_n / d) / L_t(theta_s)``: positive when one
-    step on task n's loss, over the shared parameters ``theta_s`` only, lowers task t's loss.
-    ``d = 1`` is the SGD step of the paper; ``precondition`` gives a per-parameter ``d`` (e.g.
-    Adam's ``sqrt(v_hat) + eps``, see the module docstring).
-
-    Args:
-        model: called as ``model(batch["image"], features=features)`` (``features`` only when
-            given); the forward must not draw random numbers (VTAGML's does not).
-        batch: the batch, on the model's device.
-        loss_fn: ``(outputs, batch) -> (total, {task: L_task})`` (a trainer's compute_losses).
-        lr: the lookahead step size (Fifty et al.: the training learning rate).
-        tasks: the tasks, in the matrix order (default ``model.tasks``).
-        params: the shared parameters (default :func:`shared_parameters`).
-        precondition: one positive tensor per parameter (its shape), dividing the gradient;
-            None = plain SGD.
-
-    Every parameter is restored bit for bit before returning (also on an error); no ``.grad``
-    and no optimizer state is touched (gradients come from :func:`torch.autograd.grad`).
-    """
-    tasks = list(tasks if tasks is not None else model.tasks)
-    params = list(params if params is not None else shared_parameters(model))
-    divisors: list[Tensor | None] = [None] * len(params) if precondition is None else list(precondition)
-    if len(divisors) != len(params):
-        raise ValueError(f"precondition needs one tensor per shared parameter ({len(params)}), "
-                         f"got {len(divisors)}")
-
-    def losses() -> dict[str, Tensor]:
-        out = model(batch["image"]) if features is None else model(batch["image"], features=features)
-        return loss_fn(out, batch)[1]
-
-    before = losses()
-    base = torch.stack([before[t].detach().double() for t in tasks])           # L_t(theta), (N,)
-    grads = [torch.autograd.grad(before[n], params, retain_graph=True, allow_unused=True)
-             for n in tasks]                                                   # grad L_n per n
-    del before
-    saved = [p.detach().clone() for p in params]
-    z = torch.zeros(len(tasks), len(tasks), dtype=torch.float64)
-    try:
-        for j, grad in enumerate(grads):
-            with torch.no_grad():
-                for p, g, d in zip(params, grad, divisors):
-                    if g is not None:
-                        p.sub_(lr * (g if d is None else g / d))               # theta_s - lr grad L_n / d
-                after = losses()
-                moved = torch.stack([after[t].detach().double() for t in tasks])   # L_t(theta')
-            ok = base.abs() > LOSS_EPS
-            z[:, j] = torch.where(ok, 1.0 - moved / base.clamp_min(LOSS_EPS), torch.zeros_like(base)).cpu()
-            with torch.no_grad():
-                for p, s in zip(params, saved):
-                    p.copy_(s)
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved):
-                p.copy_(s)
-    return z
-
-
-class LookaheadTrainer(Trainer):
-    """The trainer, plus the lookahead affinity every ``lookahead_every`` steps (module docstring).
-
-    Before optimizer step i (0-based) with ``i % lookahead_every == 0`` it measures
-    :func:`lookahead_affinity` on that step's batch at the current weights and logs
-    ``{"kind": "lookahead", "step": i + 1, "lr": ..., "lookahead": Z}``; then the step runs as
-    usual. The measurement restores every weight, reads (never writes) the optimizer's state and
-    draws no random number, so losses, omega and checkpoints are those of the plain trainer, and
-    resume is exact (a resumed step measures again; the log keeps records up to the saved step).
-
-    Args:
-        lookahead_every: steps between measurements (>= 1).
-        lookahead_lr: lookahead step size; None = the learning rate of the step (a step whose
-            learning rate is 0 is not measured).
-        lookahead_step: ``"adam"`` (default: divided by Adam's current ``sqrt(v_hat) + eps``;
-            the first step, before Adam has any statistics, is not measured) or ``"sgd"``.
-        (the rest as :class:`~vtagml_core.train.trainer.Trainer`)
-    """
-
-    def __init__(self, *args: Any, lookahead_every: int = DEFAULT_LOOKAHEAD_EVERY,
-                 lookahead_lr: float | None = None, lookahead_step: str = DEFAULT_LOOKAHEAD_STEP,
-                 **kwargs: Any) -> None:
-        if lookahead_every < 1:
-            raise ValueError(f"lookahead_every must be >= 1 steps, got {lookahead_every}")
-        if lookahead_lr is not None and not lookahead_lr > 0:
-            raise ValueError(f"lookahead_lr must be > 0 (or None: the training lr), got {lookahead_lr}")
-        if lookahead_step not in LOOKAHEAD_STEPS:
-            raise ValueError(f"lookahead_step must be one of {LOOKAHEAD_STEPS}, got {lookahead_step!r}")
-        self.lookahead_every, self.lookahead_lr = int(lookahead_every), lookahead_lr
-        self.lookahead_step = lookahead_step
-        super().__init__(*args, **kwargs)
-
-    def adam_denominators(self, params: Sequence[nn.Parameter]) -> list[Tensor] | None:
-        """Adam's ``sqrt(v_hat) + eps`` of each parameter, read from the optimizer; None before
-        its first step (no second moments yet)."""
-        group = self.optimizer.param_groups[0]
-        beta2, eps = group["betas"][1], group["eps"]
-        out = []
-        for p in params:
-            state = self.optimizer.state.get(p, {})
-            if "exp_avg_sq" not in state:
-                return None
-            bias = 1.0 - beta2 ** float(state["step"])                  # Adam's bias correction
-            out.append((state["exp_avg_sq"] / bias).sqrt() + eps)       # sqrt(v_hat) + eps
-        return out
-
-    def training_step(self, batch: dict) -> dict[str, Any]:
-        step = self.progress.global_step
-        batch = move_batch(batch, self.device)
-        lr = self.lookahead_lr if self.lookahead_lr is not None else self.scheduler.get_last_lr()[0]
-        if step % self.lookahead_every == 0 and lr > 0:
-            params = shared_parameters(self.model)
-            denominators = self.adam_denominators(params) if self.lookahead_step == "adam" else None
-            if self.lookahead_step == "sgd" or denominators is not None:
-                with self.autocast():
-                    z = lookahead_affinity(self.model, batch, self.compute_losses, lr, tasks=self.tasks,
-                                           params=params, features=self.features(batch),
-                                           precondition=denominators)
-                self.logger.log({"kind": LOOKAHEAD_KIND, "step": step + 1, "lr": lr,
-                                 "lookahead": z.tolist()})
-        return super().training_step(batch)
-
-
-def logged_lookahead(log_path: str | Path) -> Tensor:
-    """``(R, N, N)`` lookahead matrices of a :class:`LookaheadTrainer` run's log (float64)."""
-    mats = [r["lookahead"] for r in read_log(log_path, LOOKAHEAD_KIND)]
-    if not mats:
-        raise ValueError(f"{log_path} has no lookahead records: the run was not trained by "
-                         "LookaheadTrainer (run the affinity command, it trains its own run)")
-    return torch.tensor(mats, dtype=torch.float64)
-
-
 # --------------------------------------------------------------------------- (c) ground truth
 
 
@@ -355,7 +185,7 @@ class AffinityOptions:
         tasks: the task set (N tasks: N single-task, N(N-1)/2 pair models per seed).
         lookahead_every: steps between lookahead measurements in the all-task run.
         lookahead_lr: lookahead step size; None = the training learning rate of the step.
-        lookahead_step: ``"adam"`` or ``"sgd"`` (module docstring).
+        lookahead_step: ``"adam"`` or ``"sgd"`` (:mod:`.affinity_lookahead`).
         pair_method: the method of the pair models (and of the all-task runs' comparison).
         variants: ``{label: overrides}`` of extra all-task runs (TROA settings, e.g.
             :data:`TROA_VARIANTS`); the default run is always there.
@@ -519,42 +349,6 @@ def run_affinity(ctx: SettingContext, opts: AffinityOptions) -> dict[str, Any]:
     return doc
 
 
-def matrix_markdown(matrix: list[list[float]], tasks: Sequence[str], caption: str, digits: int = 3) -> str:
-    """A ``[target t, source n]`` matrix as a markdown table (rows targets, columns sources),
-    ``digits`` significant digits (lookahead values are small)."""
-    from vtagml_core.experiments.tables import markdown_table
-
-    names = [TASK_TITLES.get(t, t) for t in tasks]
-    body = [[f"**{names[i]}**", *[("—" if i == j else f"{v:.{digits}g}") for j, v in enumerate(r)]]
-            for i, r in enumerate(matrix)]
-    return f"{caption}\n\n" + markdown_table(["target \\ source", *names], body)
-
-
-def affinity_markdown(doc: dict[str, Any]) -> str:
-    """The document as markdown: agreement table, quality table, ground truth and measure matrices."""
-    from vtagml_core.experiments.tables import measured_section
-
-    lines = measured_section(doc, doc["title"])
-    quality = {**doc, **doc["quality"], "notes": [
-        "The all-task runs whose omega and cosine are measured above; delta_m against the same "
-        "single-task models.", *[f"{r['label']}: {r['note']}" for r in doc["quality"]["rows"]]]}
-    lines += [""] + measured_section(quality, "TROA settings: the all-task runs")[:-2]
-    tasks = doc["tasks"]
-    lines += ["", "### The matrices (mean over seeds)", "",
-              matrix_markdown(doc["mean_truth"], tasks, "Ground truth: gain (%) of target t trained "
-                                                      "with source n over t alone")]
-    for name, matrix in doc["mean_measures"].items():
-        lines += ["", matrix_markdown(matrix, tasks, name)]
-    return "\n".join(lines)
-
-
-def write_affinity(ctx: SettingContext, doc: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``<root>/setting_results/affinity.json`` and ``.md``; returns both paths.
-
-    The figure (:func:`vtagml_core.viz.affinity_agreement.agreement_figure`) is written by the
-    command, next to them (``affinity.html``): viz sits above this layer.
-    """
-    return write_setting(ctx, doc, affinity_markdown)
 
 
 __all__ = ["AFFINITY_SETTING", "AffinityOptions", "COSINE", "DEFAULT_TASKS", "DEFAULT_VARIANT",

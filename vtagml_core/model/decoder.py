@@ -28,9 +28,10 @@ Choices this module makes where the paper is silent (each one is a small, named 
 * **Full resolution**: after the stride-4 stage, a x4 patch expanding (Swin-Unet's
   ``FinalPatchExpand_X4``) gives an ``H x W`` map. docs/benchmark.md reports that edges barely
   beat predicting zeros without a full-resolution path, so a light image branch (two 3x3 convs,
-  :class:`ImageSkip`) is concatenated and fused with one 3x3 conv. ``image_skip_channels=0``
-  removes that branch (and the fusion conv) completely. With ``share_image_skip`` the image
-  branch is computed once per forward and given to every task's decoder (as the peers'
+  :class:`ImageSkip`, in :mod:`.decoder_image` with the fusion conv) is concatenated and fused
+  with one 3x3 conv. ``image_skip_channels=0`` removes that branch (and the fusion conv)
+  completely. With ``share_image_skip`` the image branch is computed once per forward and given
+  to every task's decoder (as the peers'
   :class:`~vtagml_core.baselines.common.FullResHeads` do): the image carries no task, and at
   128 px the per-task copies were a quarter of a four-task CPU training step.
 * **Attention heads**: the paper lists 48/24/12/6 heads, which do not divide Swin-B V2's
@@ -51,6 +52,9 @@ from torch import Tensor, nn
 from timm.layers import trunc_normal_
 from timm.models.swin_transformer_v2 import SwinTransformerV2Block
 
+from .decoder_image import (  # ImageSkip and the constants stay importable from here
+    IMAGE_CONV_KERNEL, RGB_CHANNELS, ImageSkip, _check_nchw, make_image_fuse)
+
 #: Swin's channels per attention head (Swin-T/S/B all use 32); sets the default head counts.
 DEFAULT_HEAD_DIM: int = 32
 #: Stride of the decoder input (deepest adapter output) for a Swin backbone: 4 x 2^3.
@@ -59,10 +63,6 @@ DEFAULT_DEEP_STRIDE: int = 32
 STAGE_UPSAMPLE: int = 2
 #: Standard deviation of the truncated-normal init of linear weights, as timm's Swin V2.
 LINEAR_INIT_STD: float = 0.02
-#: Kernel size of the convolutions of the full-resolution image path.
-IMAGE_CONV_KERNEL: int = 3
-#: Channels of an RGB image.
-RGB_CHANNELS: int = 3
 
 
 @dataclass
@@ -209,30 +209,6 @@ class SkipFusion(nn.Module):
         return self.proj(torch.cat([x, self.skip_norm(skip)], dim=-1))
 
 
-class ImageSkip(nn.Module):
-    """Light full-resolution image features: two 3x3 convs, ``(B,3,H,W) -> (B,C_img,H,W)``."""
-
-    def __init__(self, in_chans: int, channels: int) -> None:
-        super().__init__()
-        pad = IMAGE_CONV_KERNEL // 2
-        self.net = nn.Sequential(
-            nn.Conv2d(in_chans, channels, IMAGE_CONV_KERNEL, padding=pad),
-            nn.GELU(),
-            nn.Conv2d(channels, channels, IMAGE_CONV_KERNEL, padding=pad),
-            nn.GELU(),
-        )
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.net(image)
-
-
-def _check_nchw(name: str, x: Tensor | None, want: tuple[int, ...], why: str) -> None:
-    """Raise ValueError naming ``name`` when ``x`` is missing or not of shape ``want``."""
-    if x is None or tuple(x.shape) != want:
-        got = None if x is None else tuple(x.shape)
-        raise ValueError(f"{name}: expected shape {want} ({why}), got {got}")
-
-
 def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(size, int):
         return (size, size)
@@ -316,11 +292,8 @@ class SwinDecoder(nn.Module):
         self.image_skip: ImageSkip | None = (
             ImageSkip(in_chans, cfg.image_skip_channels) if own_skip else None)
         if cfg.image_skip_channels > 0:
-            self.image_fuse: nn.Module | None = nn.Sequential(
-                nn.Conv2d(last + cfg.image_skip_channels, last, cfg.image_fuse_kernel,
-                          padding=cfg.image_fuse_kernel // 2),
-                nn.GELU(),
-            )
+            self.image_fuse: nn.Module | None = make_image_fuse(
+                last, cfg.image_skip_channels, cfg.image_fuse_kernel)
         else:
             self.image_fuse = None
         self._init_weights()
@@ -414,3 +387,4 @@ class SwinDecoder(nn.Module):
     def extra_repr(self) -> str:
         return (f"dims={self.dims}, heads={self.heads}, feature_sizes={self.feature_sizes}, "
                 f"image_skip_channels={self.cfg.image_skip_channels}")
+

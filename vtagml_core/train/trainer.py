@@ -40,51 +40,41 @@ terms define ``extra_losses(outputs, batch) -> {name: tensor}`` (added to the to
 ``weight_losses(per_task) -> total`` (replaces the lambda-weighted sum), as in
 :mod:`vtagml_core.baselines.common`.
 
-**Loss balancing** (``train.balancer``, :mod:`vtagml_core.train.balancing`): a loss-weighting
-balancer (uncertainty, DWA) turns the lambda-weighted task losses into the total; a
-gradient-based one (GradNorm, PCGrad, CAGrad) replaces ``total.backward()`` by one backward per
-task and its own combination of the shared parameters' gradients. Either way the per-task
-adapter leaves end with the same gradients as under ``total.backward()``, so TROA's update
-that follows is unchanged (:mod:`vtagml_core.train.balancing.base`). A method with its own
-``weight_losses`` (MTFormer) only runs with ``equal``; gradient-based balancers run in one
-process (each task's backward would need its own all-reduce under DDP).
+**Where the rest lives.** The setup before the first step (config, data, loss, balancer):
+:mod:`.run_setup`, with what each loss balancer may not be combined with. How a step's losses
+become the total and its gradients (``compute_losses``, Algorithm 1's weighted objective, the
+balancer's backward): :mod:`.objective`. The batches a run reads: :mod:`.batches`.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from vtagml_core.config import to_dict
-from vtagml_core.data.augment import AugmentedDataset
-from vtagml_core.data.config import build_dataset
 from vtagml_core.metrics.multitask import MultiTaskMetrics
 from vtagml_core.train.config import KitConfig
 from vtagml_core.baselines.factory import load_model
 from vtagml_core.model.checkpoint import save_model
-from vtagml_core.model.troa import affinity_weighted_objective
-from vtagml_core.model.vtagml import STREAM_OUTPUTS
 from vtagml_core.runtime import seed_everything
 from vtagml_core.tasks import parse_tasks
 
-from .balancing import Balancer, build_balancer
+from .batches import RunBatches
 from .distributed import (average_over_ranks, barrier, init_distributed, reduce_metrics, shutdown,
                           troa_update, wrap_model)
-from .feature_cache import CachedFeatureDataset, features_from_batch
 from .logging import LOG_FILE, JsonlLogger, truncate_log, write_json
-from .pretrain import resolve_backbone_weights
-from .losses import MultiTaskLoss, class_pixel_counts, class_weights_from_frequencies
+from .objective import StepObjective
 from .results import FitResult, selection_score
-from .schedule import EpochBatchSampler, ShardSampler, build_scheduler, epoch_seed, steps_per_epoch
+from .schedule import build_scheduler, steps_per_epoch
 from .run_lock import RunLock
+from .run_setup import (build_datasets, build_run_balancer, build_task_loss, feature_cache_allowed,
+                        open_real_data, prepare_run_config)
 from .state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFIG_FILE, STATE_FILE, Progress, apply_state,
-                    backbone_frozen, collect_state, open_run_folder, run_folder_errors, save_training_state,
+                    collect_state, open_run_folder, run_folder_errors, save_training_state,
                     restore_rng_state)
 from .step import move_batch, train_step
 
@@ -94,7 +84,7 @@ __all__ = ["BEST_DIR", "LAST_DIR", "RESULTS_FILE", "RUN_CONFIG_FILE", "STATE_FIL
 #: Key of the balancer's weights and running statistics inside ``state.pt``.
 BALANCER_STATE_KEY: str = "balancer"
 
-class Trainer:
+class Trainer(RunBatches, StepObjective):
     """Train one method on one training set, validating and checkpointing every epoch.
 
     Args:
@@ -126,15 +116,9 @@ class Trainer:
                  backbone_store: str | Path | None = None) -> None:
         from vtagml_core.baselines.registry import build_model
 
-        cfg.validate().model.fit_to_data(cfg.data)  # real data: its tasks and class count
-        self.cfg = cfg = resolve_backbone_weights(cfg, log)  # weights: pretext -> its file
+        # Fitted to the data, backbone weights resolved (:func:`.run_setup.prepare_run_config`).
+        self.cfg = cfg = prepare_run_config(cfg, init_from, log)
         self.out_dir, self.method, self.log = Path(out_dir), method, log
-        bb = cfg.model.backbone
-        if bb.random_init and init_from is None:
-            log(f"warning: the backbone {bb.name} starts from random weights "
-                f"(model.backbone.weights={bb.weights or 'null'}): its features carry no "
-                "pretraining, and every number of this run says so in its provenance. Set "
-                "model.backbone.weights=pretext (the kit's pretrained one) or a weights file.")
         self.backbone_store = backbone_store
         self.ctx = init_distributed(cfg.train.device)
         self.device = self.ctx.device
@@ -151,7 +135,8 @@ class Trainer:
         all_tasks = set(self.loss_tasks) == set(self.tasks)
         self.track_troa = bool(model.tracks_task_grads) and all_tasks
         if not cfg.data.is_synthetic:
-            train_set, val_set = self._check_real_data(train_set, val_set)
+            train_set, val_set = open_real_data(cfg.data, train_set, val_set, self.loss_tasks,
+                                                self.tasks)
         # One writer per run folder, for the whole run (released when fit() ends).
         self.lock = RunLock(self.out_dir, log).acquire() if self.ctx.is_main else None
         try:
@@ -170,11 +155,15 @@ class Trainer:
         self.resumed_state: dict | None = state
         if self.ctx.is_main and not resume:
             (self.out_dir / LOG_FILE).write_text("")  # only a run without checkpoints had one
-        self.train_set, self.val_set = self._datasets(train_set, val_set)
+        self.train_set, self.val_set = build_datasets(
+            cfg.data, self.ctx, self.ctx.is_main and cfg.train.progress, train_set, val_set,
+            self.loss_tasks, self.tasks)
         self.eval_tasks = tuple(t for t in self.tasks if t in getattr(self.val_set, "tasks", self.tasks))
-        self.loss_fn = self._build_loss().to(self.device)
-        self.balancer = self._build_balancer().to(self.device)
-        self.use_feature_cache = self._feature_cache_allowed()
+        self.loss_fn = build_task_loss(cfg.train, self.loss_tasks, self.train_set,
+                                       model.num_classes).to(self.device)
+        self.balancer = build_run_balancer(cfg.train, self.loss_tasks, model, self.method,
+                                           self.ctx.distributed).to(self.device)
+        self.use_feature_cache = feature_cache_allowed(cfg.train, model, self.train_set, self.val_set)
         self.train_data, self.val_data = self._cached(self.train_set), self._cached(self.val_set)
         tc = cfg.train
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -201,163 +190,7 @@ class Trainer:
                 truncate_log(self.out_dir / LOG_FILE, self.progress.global_step, self.progress.epoch)
         barrier(self.ctx)
 
-    # ------------------------------------------------------------------ setup
-    def _check_real_data(self, train_set: Dataset | None,
-                         val_set: Dataset | None) -> tuple[Dataset | None, Dataset | None]:
-        """Open the real dataset's splits before the run folder is touched.
-
-        Opening a reader checks the layout, the split list and every file's existence (``stat``
-        only); the first sample of each split is decoded too, so a tree in the wrong format
-        stops the run with nothing written (a corrupt file further in is named when it is read).
-        """
-        if train_set is None:
-            train_set = build_dataset(self.cfg.data, "train", self.loss_tasks, augment=True)
-            train_set[0]
-        if val_set is None:
-            val_set = build_dataset(self.cfg.data, "val", self.tasks)
-            val_set[0]
-        return train_set, val_set
-
-    def _datasets(self, train_set: Dataset | None, val_set: Dataset | None) -> tuple[Dataset, Dataset]:
-        """The given datasets, or ``cfg.data``'s splits (synthetic: rank 0 renders first, the
-        others wait; real data was opened in :meth:`_check_real_data`)."""
-        if train_set is not None and val_set is not None:
-            return train_set, val_set
-        show = self.ctx.is_main and self.cfg.train.progress
-        if not self.ctx.is_main:
-            barrier(self.ctx)
-        train = (build_dataset(self.cfg.data, "train", self.loss_tasks, progress=show, augment=True)
-                 if train_set is None else train_set)
-        val = build_dataset(self.cfg.data, "val", self.tasks, progress=show) if val_set is None else val_set
-        if self.ctx.is_main:
-            barrier(self.ctx)
-        return train, val
-
-    def _build_loss(self) -> MultiTaskLoss:
-        """lambda-weighted sum over ``loss_tasks``; seg CE weighted by train-split frequencies."""
-        tc, weights = self.cfg.train, None
-        if "seg" in self.loss_tasks and tc.class_weight_power > 0:
-            counts = torch.zeros(self.model.num_classes, dtype=torch.long)
-            for batch in DataLoader(self.train_set, batch_size=64, generator=torch.Generator()):
-                counts += class_pixel_counts(batch["seg"], self.model.num_classes)
-            weights = class_weights_from_frequencies(counts, tc.class_weight_power)
-        lambdas = {t: w for t, w in tc.task_weights.items() if t in self.loss_tasks}
-        return MultiTaskLoss(self.loss_tasks, lambdas or None, tc.depth_loss, tc.edge_loss, weights)
-
-    def _build_balancer(self) -> Balancer:
-        """``train.balancer`` over ``loss_tasks`` (see the module docstring for what it may not do)."""
-        tc = self.cfg.train
-        balancer = build_balancer(tc.balancer, self.loss_tasks, **dict(tc.balancer_options))
-        if getattr(self.model, "weighted_objective", False):
-            self._check_weighted_objective()
-        if tc.balancer != "equal" and hasattr(self.model, "weight_losses"):
-            raise ValueError(
-                f"method {self.method!r} learns its own loss weights (weight_losses); it cannot also "
-                f"use train.balancer={tc.balancer!r}: set train.balancer=equal for this method")
-        if balancer.gradient_based and self.ctx.distributed:
-            raise ValueError(
-                f"train.balancer={tc.balancer!r} needs each task's gradient, which this kit only "
-                "computes in a single process: run without torchrun, or use equal/uncertainty/dwa")
-        return balancer
-
-    def weighted_task_losses(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``{task: lambda_t * L_t}`` over ``loss_tasks`` (what the balancer balances)."""
-        return {t: self.loss_fn.weights[t] * losses[t] for t in self.loss_tasks}
-
-    def _feature_cache_allowed(self) -> bool:
-        """``train.feature_cache`` with a frozen backbone, unless a split augments its images
-        (``augments_images``: a real train split, :mod:`vtagml_core.data.augment`)."""
-        frozen = backbone_frozen(self.model)
-        augments = any(getattr(ds, "augments_images", False) for ds in (self.train_set, self.val_set))
-        return bool(self.cfg.train.feature_cache and frozen and not augments)
-
-    def _cached(self, dataset: Dataset) -> Dataset:
-        if not self.use_feature_cache:
-            return dataset
-        return CachedFeatureDataset(dataset, self.model.backbone, self.device,
-                                    self.cfg.train.feature_batch_size,
-                                    progress=self.ctx.is_main and self.cfg.train.progress)
-
-    def features(self, batch: dict):
-        """Precomputed backbone features of a batch (``BackboneOutput``, on the device) or None."""
-        return features_from_batch(batch, self.device)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA (``train.amp``), nothing on CPU (fp32)."""
-        if self.device.type == "cuda" and self.cfg.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def train_loader(self, epoch: int, start_batch: int = 0) -> DataLoader:
-        """Epoch ``epoch``'s batches for this process, from batch ``start_batch`` on."""
-        sampler = EpochBatchSampler(len(self.train_data), self.cfg.data.batch_size,
-                                    self.cfg.train.seed, epoch, self.ctx.rank,
-                                    self.ctx.world_size, start_batch)
-        seed = epoch_seed(self.cfg.train.seed, epoch)
-        if isinstance(self.train_data, AugmentedDataset):
-            # Set before the loader copies the dataset into its workers: the epoch's draws.
-            self.train_data.set_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        return DataLoader(self.train_data, batch_sampler=sampler, generator=gen,
-                          num_workers=self.cfg.data.num_workers)
-
-    def val_loader(self, dataset: Dataset | None = None) -> DataLoader:
-        """Evaluation batches of ``dataset`` (default: the validation set), sharded over ranks."""
-        ds = self.val_data if dataset is None else dataset
-        return DataLoader(ds, batch_size=self.cfg.data.batch_size, generator=torch.Generator(),
-                          sampler=ShardSampler(len(ds), self.ctx.rank, self.ctx.world_size),
-                          num_workers=self.cfg.data.num_workers)
-
     # ------------------------------------------------------------------ one step
-    def compute_losses(self, outputs: dict[str, Tensor], batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        """``(total, {name: loss})``: the task losses, plus the method's own terms if it has any.
-
-        With ``model.adapter.weighted_objective`` the total is Algorithm 1's weighted objective
-        (:meth:`affinity_objective`); the returned per-task losses stay each task's loss on its
-        own stream, as in every other run.
-        """
-        total, per_task = self.loss_fn(outputs, batch)
-        if STREAM_OUTPUTS in outputs:
-            total = self.affinity_objective(outputs[STREAM_OUTPUTS], batch)
-        elif hasattr(self.model, "weight_losses"):
-            total = self.model.weight_losses(per_task)
-        elif self.cfg.train.balancer != "equal":
-            total = self.balancer.combine(self.weighted_task_losses(per_task))
-        losses = dict(per_task)
-        if hasattr(self.model, "extra_losses"):
-            for name, value in self.model.extra_losses(outputs, batch).items():
-                total, losses[name] = total + value, value
-        return total, losses
-
-    def affinity_objective(self, streams: list[dict[str, Tensor]], batch: dict) -> Tensor:
-        """Algorithm 1's objective summed over targets: ``sum_t sum_n omega[t, n] lambda_n L_n(t -> n)``.
-
-        ``streams[t][n]`` is task n's decoder on adapter stream t (:data:`STREAM_OUTPUTS`); n runs
-        over the labelled tasks (``loss_tasks``), t over all the model's streams. The reading of
-        Algorithm 1 is in :mod:`vtagml_core.model.troa`.
-        """
-        images = batch["image"].shape[0]
-        if len(streams) != len(self.tasks) or any(p.shape[0] != images for p in streams[0].values()):
-            raise ValueError(
-                f"the weighted objective got {len(streams)} streams for {len(self.tasks)} tasks, "
-                f"with predictions for {next(iter(streams[0].values())).shape[0]} images and labels "
-                f"for {images}: a trainer that splits the model's outputs (the UDA setting) cannot "
-                "use it; set model.adapter.weighted_objective=false")
-        columns = [self.tasks.index(n) for n in self.loss_tasks]
-        rows = [self.loss_fn.per_task(stream, batch) for stream in streams]   # {n: L_n(t -> n)}
-        loss_matrix = torch.stack([torch.stack([self.loss_fn.weights[n] * r[n] for n in self.loss_tasks])
-                                   for r in rows])                           # (T, M): lambda_n L_n(t -> n)
-        omega = self.model.omega[:, columns]                                   # (T, M)
-        return affinity_weighted_objective(omega, loss_matrix)
-
-    def _check_weighted_objective(self) -> None:
-        """Refuse combinations the weighted objective does not define (messages say what to do)."""
-        if self.cfg.train.balancer != "equal" or hasattr(self.model, "weight_losses"):
-            raise ValueError(
-                "model.adapter.weighted_objective sets the loss weights itself (omega), so it "
-                f"cannot be combined with train.balancer={self.cfg.train.balancer!r}: use "
-                "train.balancer=equal, or model.adapter.weighted_objective=false")
-
     def training_step(self, batch: dict) -> dict[str, Any]:
         """Forward, losses, NaN/inf guard, backward, TROA update, optimizer step.
 
@@ -375,15 +208,6 @@ class Trainer:
                             backward=self._backward,
                             update_affinity=lambda model: troa_update(model, self.ctx))
         return {"loss": result.loss, "losses": result.task_losses, "similarity": result.similarity}
-
-    def _backward(self, total: Tensor, losses: dict[str, Tensor]) -> None:
-        """``total.backward()``, or the gradient-based balancer's combination of task gradients."""
-        if not self.balancer.gradient_based:
-            total.backward()
-            return
-        extras = [v for k, v in losses.items() if k not in self.loss_tasks]
-        self.balancer.backward(self.weighted_task_losses(losses), self.trainable,
-                               extra=sum(extras) if extras else None)
 
     def _guarded_step(self, batch: dict) -> dict[str, Any]:
         try:
