@@ -4,13 +4,14 @@
 # student's machine after `runs import` (an empty store, a cache with the rendered data but no
 # pretrained backbone: the archive brings it). Run it after `make reproduce` has finished.
 #
-#   bash bench/bench_class_store.sh [OUT_DIR]        (default /tmp/class-store)
+#   bash bench/bench_class_store.sh [OUT_DIR]        (default /tmp/class-store; PRESET=smoke to try it)
 #
 # Prints the archive size, the import time, the notebooks' total time, and how many runs the
 # notebooks trained (expected: none). Per-notebook seconds are in OUT_DIR/nb/report.md.
 set -euo pipefail
 OUT=${1:-/tmp/class-store}
 PY=${PY:-.venv/bin/python}
+PRESET=${PRESET:-quick}
 TEACHER_CACHE=${VTAGML_CACHE:-$HOME/.cache/vtagml}
 rm -rf "$OUT" && mkdir -p "$OUT"
 seconds() { local s=$(date +%s.%N); "$@"; local e=$(date +%s.%N); echo "$e - $s" | bc; }
@@ -23,7 +24,7 @@ size=$(stat -c %s "$OUT/class.tar.gz")
 mkdir -p "$OUT/student-cache" && cp -r "$TEACHER_CACHE/data" "$OUT/student-cache/"
 export VTAGML_CACHE="$OUT/student-cache" VTAGML_RUNS="$OUT/student-store"
 t_import=$(seconds $PY -m vtagml_core runs import "$OUT/class.tar.gz" > "$OUT/import.log")
-t_nb=$(seconds $PY -m vtagml_core notebooks run --preset quick --seeds 0 --out "$OUT/nb" > "$OUT/nb.log" 2>&1 || true)
+t_nb=$(seconds $PY -m vtagml_core notebooks run --preset "$PRESET" --seeds 0 --out "$OUT/nb" > "$OUT/nb.log" 2>&1 || true)
 trained=$(grep -ho "([0-9]* trained now" "$OUT/nb/report.md" | grep -o "[0-9]*" | paste -sd+ | bc || echo "?")
 
 echo "archive: $size bytes ($(echo "scale=1; $size / 1048576" | bc) MiB), export ${t_export} s"
