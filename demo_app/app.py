@@ -55,7 +55,10 @@ QUEUE_SIZE: int = 64
 #: all of them when the server stops (Gradio's ``delete_cache``).
 CACHE_SWEEP_S: tuple[int, int] = (300, 600)
 #: Signals that stop the server like Ctrl-C does, so its temporary files are removed on exit.
-STOP_SIGNALS: tuple[str, ...] = ("SIGTERM", "SIGHUP")
+#: SIGINT (Ctrl-C) is set too: a process started in the background by a non-interactive shell
+#: (``cmd &``, ``nohup``) inherits SIGINT as *ignored*, and Python then never raises
+#: KeyboardInterrupt for it (measured: such a server kept running after SIGINT).
+STOP_SIGNALS: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGHUP")
 #: Attention slider limits when no checkpoint loads at start (the quick preset's adapters:
 #: 6 layers, at most 16 heads); with a checkpoint they come from its model's layers.
 FALLBACK_LAYERS: int = 6
