@@ -14,17 +14,18 @@ PY=${PY:-.venv/bin/python}
 PRESET=${PRESET:-quick}
 TEACHER_CACHE=${VTAGML_CACHE:-$HOME/.cache/vtagml}
 rm -rf "$OUT" && mkdir -p "$OUT"
-seconds() { local s=$(date +%s.%N); "$@"; local e=$(date +%s.%N); echo "$e - $s" | bc; }
+# seconds LOG CMD...: run CMD with its output in LOG, print the wall-clock seconds it took
+seconds() { local log=$1; shift; local s=$(date +%s.%N); "$@" > "$log" 2>&1 || true; local e=$(date +%s.%N); echo "$e - $s" | bc; }
 
 $PY -m vtagml_core runs list | tee "$OUT/runs.md"
-t_export=$(seconds $PY -m vtagml_core runs export --out "$OUT/class.tar.gz" > "$OUT/export.log")
+t_export=$(seconds "$OUT/export.log" $PY -m vtagml_core runs export --out "$OUT/class.tar.gz")
 size=$(stat -c %s "$OUT/class.tar.gz")
 
 # the student: rendered data (as after notebook 00), no pretrained backbone, an empty store
 mkdir -p "$OUT/student-cache" && cp -r "$TEACHER_CACHE/data" "$OUT/student-cache/"
 export VTAGML_CACHE="$OUT/student-cache" VTAGML_RUNS="$OUT/student-store"
-t_import=$(seconds $PY -m vtagml_core runs import "$OUT/class.tar.gz" > "$OUT/import.log")
-t_nb=$(seconds $PY -m vtagml_core notebooks run --preset "$PRESET" --seeds 0 --out "$OUT/nb" > "$OUT/nb.log" 2>&1 || true)
+t_import=$(seconds "$OUT/import.log" $PY -m vtagml_core runs import "$OUT/class.tar.gz")
+t_nb=$(seconds "$OUT/nb.log" $PY -m vtagml_core notebooks run --preset "$PRESET" --seeds 0 --out "$OUT/nb")
 trained=$(grep -ho "([0-9]* trained now" "$OUT/nb/report.md" | grep -o "[0-9]*" | paste -sd+ | bc || echo "?")
 
 echo "archive: $size bytes ($(echo "scale=1; $size / 1048576" | bc) MiB), export ${t_export} s"
