@@ -302,8 +302,7 @@ def measured_section(doc: dict[str, Any], title: str) -> list[str]:
 
 
 def robustness_markdown(doc: dict[str, Any]) -> str:
-    """The robustness setting's section: one table per target (metric at each level), then the
-    corruption errors; each with the provenance line (:func:`measured_section`)."""
+    """The robustness section: a table per target (metric per level), then the corruption errors."""
     blocks = [(f"{doc['title']}: {t}", [c for c in doc["columns"] if c["group"].startswith(f"{t}@")])
               for t in doc["targets"]]
     base = next((r["label"] for r in doc["rows"] if r["method"] == doc["baseline"]), doc["baseline"])
