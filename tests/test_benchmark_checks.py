@@ -140,9 +140,24 @@ def _render_digest() -> str:
     return h.hexdigest()
 
 
-def test_palette_overlap_default_keeps_renders_byte_identical():
-    assert all(spec.appearance.palette_overlap == 0.0 for spec in domains.DOMAINS.values())
-    assert _render_digest() == RENDERS_BEFORE_OVERLAP
+def _without_overlap(name: str):
+    """Serve domain ``name`` with its palette overlap set to 0."""
+    spec = domains.DOMAINS[name]
+    return served_domain(dataclasses.replace(
+        spec, appearance=dataclasses.replace(spec.appearance, palette_overlap=0.0)))
+
+
+def test_every_named_domain_overlaps_its_palettes():
+    assert all(spec.appearance.palette_overlap == domains.PALETTE_OVERLAP
+               for spec in domains.DOMAINS.values())
+    assert 0.0 < domains.PALETTE_OVERLAP < 1.0
+
+
+def test_overlap_zero_renders_byte_identical_to_the_renderer_before_overlap():
+    """At overlap 0 no random number is drawn for it: the scenes are those of generator v2."""
+    with _without_overlap("indoor"), _without_overlap("street"):
+        assert _render_digest() == RENDERS_BEFORE_OVERLAP
+    assert _render_digest() != RENDERS_BEFORE_OVERLAP  # the default overlap changes the colours
 
 
 def test_palette_overlap_draws_from_the_shared_pool():
@@ -159,7 +174,23 @@ def test_palette_overlap_draws_from_the_shared_pool():
     ceiling = [tuple(round(c * 255) for c in m.color) for m in materials if m.class_id == 3]
     assert all(c in pool for c in ceiling)
     assert any(c not in palette["ceiling"] for c in ceiling)  # other classes' colours on ceilings
-    assert _render_digest() == RENDERS_BEFORE_OVERLAP
+
+
+def test_the_pretext_mix_covers_every_severity_of_both_families_and_never_the_comic():
+    from vtagml_core.data.cache import scene_seeds
+    from vtagml_core.data.synthetic.layouts import sample_scene
+    from vtagml_core.data.synthetic.shift import parse_domain_name
+
+    drawn = [sample_scene("mixed", s).domain for s in scene_seeds("mixed", "pretext", 200)]
+    parsed = [parse_domain_name(d) for d in drawn]
+    assert {t for t, _ in parsed} == set(domains.MIXED_TARGETS) == {"indoor_shift", "street_shift"}
+    for target in domains.MIXED_TARGETS:
+        levels = sorted(sev.appearance for t, sev in parsed if t == target)
+        # uniform on [0, 1]: every fifth of the range (each severity level's neighbourhood) is drawn
+        assert all(any(k / 5 <= s < (k + 1) / 5 for s in levels) for k in range(5)), target
+        assert all(sev.appearance == sev.lighting == sev.camera == sev.layout
+                   for t, sev in parsed if t == target)
+    assert not any(d.startswith("comic") for d in drawn)
 
 
 def test_headroom_markdown_flags_the_band():

@@ -271,6 +271,7 @@ def test_a_new_renderer_gives_new_run_keys_and_real_data_none(monkeypatch):
     from vtagml_core.train.config import load_kit_config
 
     cfg = load_kit_config(preset="smoke")
+    monkeypatch.setattr(data_config, "GENERATOR_VERSION", data_config.UNSTAMPED_GENERATOR)
     v2 = RunSpec("test", cfg, "vtagml")
     assert "data_generator" not in v2.key_payload()
     key_v2 = v2.key()

@@ -136,7 +136,7 @@ class PretextDataset(_MemmapSplit):
     """Dense pretext data for pretraining the offline backbone (docs/benchmark.md).
 
     Scenes of the ``pretext`` split of the ``"mixed"`` domain: disjoint from every benchmark
-    split, with the appearance of ``indoor``, ``indoor_shift`` or ``street`` (no comics).
+    split, each ``indoor_shift`` or ``street_shift`` at a random severity (no comics).
     A sample holds ``image`` (3, H, W) float32, ``albedo`` (3, H, W) float32 in [0, 1] (the
     surface colour before lighting), ``texture`` (H, W) int64 (texture type id, see
     :attr:`texture_names`), ``name`` and ``domain``.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .catalog import get_domain
-from .domains import MIXED_DOMAIN, MIXED_SOURCES, RoomSpec, StreetSpec
+from .domains import MIXED_DOMAIN, MIXED_TARGETS, RoomSpec, StreetSpec
+from .shift import SEVERITY_DECIMALS, shifted_name
 from .scene import (Camera, MaterialSampler, Primitive, Scene, make_box, make_cylinder,
                     make_sphere)
 
@@ -274,11 +275,19 @@ def street_layout(spec: StreetSpec, rng: np.random.Generator,
     return camera, prims
 
 
+def mixed_domain_name(rng: np.random.Generator) -> str:
+    """The domain of one scene of the ``mixed`` pretext domain: a target of
+    :data:`~.domains.MIXED_TARGETS` at a severity ``s ~ U[0, 1]`` (rounded to the decimals a
+    domain name may carry), e.g. ``"street_shift@0.374"``; ``s = 0`` is the target's source."""
+    target = MIXED_TARGETS[int(rng.integers(len(MIXED_TARGETS)))]
+    return shifted_name(target, round(float(rng.random()), SEVERITY_DECIMALS))
+
+
 def sample_scene(domain: str, seed: int) -> Scene:
     """Sample the scene of ``domain`` (or ``"mixed"``) for an integer ``seed``."""
     rng = np.random.default_rng(seed)
     if domain == MIXED_DOMAIN:
-        domain = MIXED_SOURCES[int(rng.integers(len(MIXED_SOURCES)))]
+        domain = mixed_domain_name(rng)
     spec = get_domain(domain)
     names = list(spec.layout_weights)
     weights = np.array([spec.layout_weights[n] for n in names], dtype=float)
