@@ -20,7 +20,7 @@ from vtagml_core.data.synthetic.render import render_scene
 from vtagml_core.data.synthetic.specs import shared_palette
 from vtagml_core.experiments.benchmark_checks import (colour_only_miou, fit_colour_classifier,
                                                       served_domain)
-from vtagml_core.experiments.benchmark_checks_headroom import (NO_HEADROOM, headroom,
+from vtagml_core.experiments.benchmark_checks_headroom import (NO_HEADROOM, REMOTE_CASE, headroom,
                                                                headroom_targets, normalised_score)
 from vtagml_core.experiments.settings import build_context
 from vtagml_core.tasks import parse_tasks
@@ -95,6 +95,7 @@ def test_headroom_has_one_r_per_setting_task_and_seed(headroom_doc):
     ctx, doc = headroom_doc
     targets = headroom_targets(ctx.settings)
     assert [t["setting"] for t in targets] == ["zeroshot", "uda", "novel", "novel"]
+    assert [t["remote"] for t in targets] == [False, False, False, True]  # comic: remote case
     assert len(doc["rows"]) == sum(len(parse_tasks(t["task_set"])) for t in targets) == 8
     for row in doc["rows"]:
         assert len(row["r"]["values"]) == 2
@@ -113,6 +114,8 @@ def test_headroom_command_prints_the_table(headroom_doc, env, capsys):
     out = capsys.readouterr().out
     assert "| setting | target | tasks | task (metric) |" in out and "r in [0.3, 0.8]" in out
     assert out.count("| zeroshot |") == 2 and out.count("| novel |") == 4
+    assert all(REMOTE_CASE in line for line in out.splitlines() if "| novel | comic |" in line)
+    assert not any(REMOTE_CASE in line for line in out.splitlines() if "| novel | indoor_shift |" in line)
     assert all(("±" in line) or NO_HEADROOM in line for line in out.splitlines()
                if line.startswith("| uda |"))
     doc = json.loads((env / "setting_results" / "headroom.json").read_text())
