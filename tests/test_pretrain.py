@@ -24,9 +24,13 @@ from vtagml_core.train.pretrain import (
 )
 
 SIZE = 64
-#: Test-sized pretraining, measured (seeds 0, 1, 2) to beat the random backbone in the probe
-#: below by +0.03 to +0.06 mIoU; 120 steps on 128 scenes was not reliably enough.
-PRETRAIN = dict(img_size=SIZE, count=256, eval_count=16, steps=160, batch_size=8, lr=2e-3,
+#: Test-sized pretraining. Generator v2 (class-own palettes): 160 steps beat the random backbone
+#: in the probe below by +0.03 to +0.06 mIoU (seeds 0, 1, 2). Generator v3 (overlapping palettes,
+#: pretext over every severity), 64 px: the probe's mIoU is at noise level for both backbones
+#: (320 steps, seeds 0 / 1: 0.147 / 0.149 vs random 0.147), its pixel accuracy is not (0.640 /
+#: 0.612 vs 0.579). At the quick preset's 128 px the v3 backbone wins both: mIoU 0.251 vs 0.172,
+#: pixel accuracy 0.737 vs 0.605 (256 train / 64 val scenes, 300 probe steps).
+PRETRAIN = dict(img_size=SIZE, count=256, eval_count=16, steps=320, batch_size=8, lr=2e-3,
                 warmup_steps=16, log_every=32, seed=0, device="cpu", progress=False)
 #: A few steps only, for the plumbing tests.
 TINY = dict(img_size=SIZE, count=8, eval_count=4, steps=2, batch_size=4, warmup_steps=1,
@@ -89,7 +93,7 @@ def test_pretrained_frozen_backbone_beats_a_random_one_on_segmentation(pretraine
     rand = probe_segmentation(BackboneConfig(img_size=SIZE), root=cache_root, **PROBE)
     ours = probe_segmentation(BackboneConfig(img_size=SIZE, weights=str(result.weights)),
                               root=cache_root, **PROBE)
-    assert ours["mIoU"] > rand["mIoU"] and ours["pixel_acc"] > rand["pixel_acc"]
+    assert ours["pixel_acc"] > rand["pixel_acc"] + 0.03  # see PRETRAIN for the mIoU at 64 px
 
 
 def test_ensure_pretrains_once_at_the_default_path_and_is_deterministic(tmp_path, monkeypatch):
