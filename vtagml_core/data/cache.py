@@ -60,8 +60,7 @@ from .synthetic.shift import seed_domain_name, shift_info
 
 log = logging.getLogger(__name__)
 
-#: Bump whenever the renderer's output changes: caches with another version are re-rendered.
-#: v3 (issue 15): palette overlap in every domain, the pretext mix covers every severity.
+#: Bump whenever the renderer's output changes (v3: overlapping palettes, severity-wide pretext).
 GENERATOR_VERSION: str = "3"
 #: Split names. Each gets its own seed stream (its index is part of the spawn key).
 SPLITS: tuple[str, ...] = ("train", "val", "test", "pretext")

@@ -21,7 +21,8 @@ Settings and targets: zero-shot ``zero_shot_target`` with each of ``zero_shot_ta
 tasks, the zero-shot one marked), UDA ``uda_target`` with ``uda_tasks``, novel domains each of
 ``novel_domains`` with ``novel_tasks``. Every r lies in :data:`HEADROOM_BAND` when the benchmark
 has headroom; a novel domain listed in ``remote_domains`` (the comic style, the paper's photos ->
-comics case) gets its r computed and printed, marked :data:`REMOTE_CASE`, and is not held to it. Where the oracle is not better than the trivial predictor (gap at most
+comics case) gets its r computed and printed, marked :data:`REMOTE_CASE`, and is not held to it.
+Where the oracle is not better than the trivial predictor (gap at most
 :data:`MIN_GAP_REL` of the larger value) r is undefined: "no headroom defined".
 """
 from __future__ import annotations
@@ -66,7 +67,8 @@ def headroom_targets(settings) -> list[dict[str, Any]]:
     from vtagml_core.experiments.settings.zero_shot import split_zero_shot
 
     out = [{"setting": "zeroshot", "target": settings.zero_shot_target, "task_set": g,
-            "zero_shot": split_zero_shot(g)[1], "remote": False} for g in settings.zero_shot_task_sets]
+            "zero_shot": split_zero_shot(g)[1], "remote": False}
+           for g in settings.zero_shot_task_sets]
     out.append({"setting": "uda", "target": settings.uda_target, "task_set": settings.uda_tasks,
                 "zero_shot": None, "remote": False})
     out += [{"setting": "novel", "target": d, "task_set": settings.novel_tasks, "zero_shot": None,
@@ -185,6 +187,6 @@ def write_headroom(doc: dict[str, Any], root: str | Path) -> tuple[Path, Path]:
     return js, md
 
 
-__all__ = ["HEADROOM_BAND", "HEADROOM_METHOD", "MIN_GAP_REL", "NO_HEADROOM", "REMOTE_CASE", "headroom",
-           "headroom_markdown", "headroom_targets", "normalised_score",
+__all__ = ["HEADROOM_BAND", "HEADROOM_METHOD", "MIN_GAP_REL", "NO_HEADROOM", "REMOTE_CASE",
+           "headroom", "headroom_markdown", "headroom_targets", "normalised_score",
            "write_headroom"]

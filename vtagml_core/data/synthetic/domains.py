@@ -335,7 +335,8 @@ for _target, _source in SHIFT_SOURCES.items():
 
 
 __all__ = ["AppearanceSpec", "CameraSpec", "DOMAINS", "DomainSpec", "IntRange", "LightingSpec",
-           "MIXED_DOMAIN", "MIXED_TARGETS", "NUM_SURFACE_TEXTURES", "PALETTE_OVERLAP", "RGB", "Range", "RoomSpec",
+           "MIXED_DOMAIN", "MIXED_TARGETS", "NUM_SURFACE_TEXTURES", "PALETTE_OVERLAP", "RGB",
+           "Range", "RoomSpec",
            "SHIFT_MARKER", "SHIFT_SOURCES", "SKY_TEXTURE", "StreetSpec", "StyleSpec", "TEXTURE_NAMES",
            "list_domains", "plain_domain"]
 
