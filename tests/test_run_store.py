@@ -191,6 +191,36 @@ def test_an_archive_from_a_newer_kit_is_refused_with_what_to_do(archive, tmp_pat
     _refused(bad, tmp_path / "s", "newer kit.*update the kit")
 
 
+def test_identical_files_travel_once_and_a_false_copy_is_refused(store, archive, tmp_path):
+    """best/ and last/ of a run whose best epoch was its last are byte-identical: the archive
+    carries those bytes once and import writes both; a copy_of naming other bytes is refused."""
+    manifest = json.loads(tarfile.open(archive).extractfile("MANIFEST.json").read())
+    with tarfile.open(archive) as tar:
+        carried = {m.name for m in tar if m.isfile()}
+    copies = {n: e["copy_of"] for n, e in manifest["files"].items() if "copy_of" in e}
+    [run] = sa.select_runs(store, seed=0)
+    same = (run / "best" / WEIGHTS_FILE).read_bytes() == (run / "last" / WEIGHTS_FILE).read_bytes()
+    assert same   # two optimizer steps, one epoch: the best epoch is the last
+    weights = {f"{run.name}/{sub}/{WEIGHTS_FILE}" for sub in ("best", "last")}
+    assert len(weights & carried) == 1 and len(weights & set(copies)) == 1
+    assert all(manifest["files"][n]["sha256"] == manifest["files"][src]["sha256"] and src in carried
+               for n, src in copies.items())
+    assert not set(copies) & carried
+    fresh = tmp_path / "fresh"
+    sa.import_runs(archive, fresh, log=lambda m: None)
+    for sub in ("best", "last"):
+        assert (fresh / run.name / sub / WEIGHTS_FILE).read_bytes() == (run / sub / WEIGHTS_FILE).read_bytes()
+
+    def false_copy(name, data, manifest):   # a copy pointing at a file with other bytes
+        copy = next(n for n, e in manifest["files"].items() if "copy_of" in e)
+        manifest["files"][copy]["copy_of"] = f"{run.name}/results.json"
+        return name, data
+
+    bad = tmp_path / "false-copy.tar.gz"
+    _rewrite(archive, bad, false_copy)
+    _refused(bad, tmp_path / "s", "marked as a copy of")
+
+
 def test_two_imports_at_once_are_refused_naming_the_holder(archive, tmp_path):
     target = tmp_path / "s"
     target.mkdir()
