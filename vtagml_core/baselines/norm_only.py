@@ -46,7 +46,7 @@ from vtagml_core.model.backbone import IMAGE_CHANNELS, BackboneConfig, BackboneO
 from vtagml_core.model.backbone_families import make_walk
 from vtagml_core.model.vtagml import ModelConfig
 
-from .mtlora import PEFTMultiTask, parameter_view
+from .peft_base import PEFTMultiTask, parameter_view
 from .simple import FROZEN_BACKBONE_ROW, vanilla_mtl_config
 
 #: Parameter-report row of the per-task norms.
