@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,15 +108,42 @@ def test_headroom_has_one_r_per_setting_task_and_seed(headroom_doc):
             assert math.isfinite(row["r"]["mean"]) and isinstance(row["r"]["in_band"], bool)
 
 
+def test_transfer_settings_can_name_their_own_source_pair(env):
+    """The street family's own pair for zero-shot and UDA (issue 15, item 1): the source models,
+    the trivial predictors and the headroom rows of those settings use ``street``; the novel
+    table keeps ``indoor``."""
+    from vtagml_core.experiments.settings.zero_shot import run_zero_shot
+
+    pair = ["zero_shot_source=street", "zero_shot_target=street_shift@0.4", "uda_source=street",
+            "uda_target=street_shift@0.4"]
+    ctx = build_context("quick", overrides=TINY, root=env, store=env, seeds="0",
+                        settings_overrides=SETTINGS + pair, log=lambda _: None)
+    s = ctx.settings
+    assert (s.source_for("zeroshot"), s.source_for("uda"), s.source_for("novel")) == (
+        "street", "street", "indoor")
+    rows = headroom_targets(s)
+    assert [(t["setting"], t["source"]) for t in rows] == [
+        ("zeroshot", "street"), ("uda", "street"), ("novel", "indoor"), ("novel", "indoor")]
+    doc = run_zero_shot(ctx)
+    assert doc["source_domain"] == "street" and "synthetic/street (all labels)" in doc["notes"][0]
+    trained_on = {json.loads((Path(r["dir"]) / "config.json").read_text())["config"]["data"]["domain"]
+                  for r in doc["runs"]}
+    assert trained_on == {"street", s.zero_shot_target}   # source on street, fine-tune and oracle on the target
+    with pytest.raises(ValueError, match="settings config"):
+        build_context("quick", overrides=TINY, root=env, store=env, seeds="0",
+                      settings_overrides=SETTINGS + ["zero_shot_source=no_such_domain"], log=lambda _: None)
+
+
 def test_headroom_command_prints_the_table(headroom_doc, env, capsys):
     sets = [a for o in TINY for a in ("--set", o)] + [a for o in SETTINGS for a in ("--settings-set", o)]
     assert main(["benchmark", "headroom", "--preset", "quick", "--seeds", SEEDS, "--runs", str(env),
                  "--store", str(env), *sets]) == 0
     out = capsys.readouterr().out
-    assert "| setting | target | tasks | task (metric) |" in out and "r in [0.3, 0.8]" in out
-    assert out.count("| zeroshot |") == 2 and out.count("| novel |") == 4
-    assert all(REMOTE_CASE in line for line in out.splitlines() if "| novel | comic |" in line)
-    assert not any(REMOTE_CASE in line for line in out.splitlines() if "| novel | indoor_shift |" in line)
+    assert "| setting | source | target | tasks | task (metric) |" in out and "r in [0.3, 0.8]" in out
+    assert out.count("| zeroshot | indoor |") == 2 and out.count("| novel | indoor |") == 4
+    assert all(REMOTE_CASE in line for line in out.splitlines() if "| novel | indoor | comic |" in line)
+    assert not any(REMOTE_CASE in line for line in out.splitlines()
+                   if "| novel | indoor | indoor_shift |" in line)
     assert all(("±" in line) or NO_HEADROOM in line for line in out.splitlines()
                if line.startswith("| uda |"))
     doc = json.loads((env / "setting_results" / "headroom.json").read_text())

@@ -10,12 +10,13 @@ setting at its configured target, each reported task and each seed, the **normal
 places the source-only model between the trivial predictor (r = 0) and the oracle (r = 1), on
 the task's headline metric (:data:`~vtagml_core.metrics.multitask.PRIMARY_METRICS`):
 
-* ``m_source_only``: VTAGML trained on the source domain (the MTL setting's run), scored on the
-  target's test split;
+* ``m_source_only``: VTAGML trained on the setting's source domain (``source``, or the
+  transfer setting's own ``zero_shot_source`` / ``uda_source``; the MTL setting's run when it is
+  ``source``), scored on the target's test split;
 * ``m_oracle``: VTAGML trained on the target with all labels (the zero-shot / UDA oracle,
   :func:`~vtagml_core.experiments.settings.zero_shot.train_oracle`), same split;
 * ``m_trivial``: the trivial predictors (:mod:`vtagml_core.metrics.trivial`) fitted on the
-  **source** train split, scored on the target's test split (no seed: one value).
+  setting's **source** train split, scored on the target's test split (no seed: one value).
 
 Settings and targets: zero-shot ``zero_shot_target`` with each of ``zero_shot_task_sets`` (all
 tasks, the zero-shot one marked), UDA ``uda_target`` with ``uda_tasks``, novel domains each of
@@ -62,16 +63,18 @@ def normalised_score(source: float, oracle: float, trivial: float,
 
 
 def headroom_targets(settings) -> list[dict[str, Any]]:
-    """``[{setting, target, task_set, zero_shot, remote}]`` at each setting's configured target
-    (``remote``: a novel domain of ``remote_domains``, not held to the band)."""
+    """``[{setting, source, target, task_set, zero_shot, remote}]`` at each setting's configured
+    source and target (``remote``: a novel domain of ``remote_domains``, not held to the band)."""
     from vtagml_core.experiments.settings.zero_shot import split_zero_shot
 
-    out = [{"setting": "zeroshot", "target": settings.zero_shot_target, "task_set": g,
+    out = [{"setting": "zeroshot", "source": settings.source_for("zeroshot"),
+            "target": settings.zero_shot_target, "task_set": g,
             "zero_shot": split_zero_shot(g)[1], "remote": False}
            for g in settings.zero_shot_task_sets]
-    out.append({"setting": "uda", "target": settings.uda_target, "task_set": settings.uda_tasks,
-                "zero_shot": None, "remote": False})
-    out += [{"setting": "novel", "target": d, "task_set": settings.novel_tasks, "zero_shot": None,
+    out.append({"setting": "uda", "source": settings.source_for("uda"), "target": settings.uda_target,
+                "task_set": settings.uda_tasks, "zero_shot": None, "remote": False})
+    out += [{"setting": "novel", "source": settings.source, "target": d,
+             "task_set": settings.novel_tasks, "zero_shot": None,
              "remote": d in settings.remote_domains}
             for d in settings.novel_domains if d != settings.source]
     return out
@@ -105,12 +108,14 @@ def headroom(ctx) -> dict[str, Any]:
     rows, trivial_cache = [], {}
     try:
         for item in headroom_targets(ctx.settings):
-            target, g = item["target"], item["task_set"]
+            origin, target, g = item["source"], item["target"], item["task_set"]
             tasks = parse_tasks(g)
-            if (target, tasks) not in trivial_cache:
-                trivial_cache[target, tasks] = trivial_metrics(ctx, tasks, "test", domain=target)
-            trivial = trivial_cache[target, tasks]
-            source = [ctx.evaluate(train_source(ctx, g, HEADROOM_METHOD, s), target) for s in ctx.seeds]
+            if (origin, target, tasks) not in trivial_cache:
+                trivial_cache[origin, target, tasks] = trivial_metrics(ctx, tasks, "test", domain=target,
+                                                                       fitted_on=origin)
+            trivial = trivial_cache[origin, target, tasks]
+            source = [ctx.evaluate(train_source(ctx, g, HEADROOM_METHOD, s, origin), target)
+                      for s in ctx.seeds]
             oracle = [ctx.evaluate(train_oracle(ctx, g, target, s), target) for s in ctx.seeds]
             for t in tasks:
                 m = PRIMARY_METRICS[t]
@@ -127,7 +132,7 @@ def headroom(ctx) -> dict[str, Any]:
     return {"setting": HEADROOM_DOCUMENT, "title": "Headroom of every setting (issue 15, item 3)",
             "preset": ctx.preset, "band": list(HEADROOM_BAND), "method": HEADROOM_METHOD,
             "source_domain": ctx.settings.source, "seeds": list(ctx.seeds),
-            "trivial_fitted_on": f"synthetic/{ctx.settings.source} train ({d.train_count} scenes)",
+            "trivial_fitted_on": f"each row's source train split ({d.train_count} scenes)",
             "rows": rows, "runs": list(ctx.records),
             "wall_seconds": round(time.perf_counter() - started, 1)}
 
@@ -158,20 +163,20 @@ def headroom_markdown(doc: dict[str, Any]) -> str:
         arrow = "↓" if row["lower_is_better"] else "↑"
         task = f"{row['task']} {m}{arrow}" + (" (zero-shot)" if row["task"] == row["zero_shot"] else "")
         r, per_seed, flag = _r_text(row["r"], row.get("remote", False))
-        body.append([row["setting"], row["target"], row["task_set"], task,
+        body.append([row["setting"], row.get("source", doc["source_domain"]), row["target"], row["task_set"], task,
                      format_value(row["trivial"], m), format_cell(row["source_only"], m),
                      format_cell(row["oracle"], m), r, per_seed, flag])
-    header = ["setting", "target", "tasks", "task (metric)", "trivial", "source only", "oracle", "r",
-              "r per seed", f"r in [{low:g}, {high:g}]"]
+    header = ["setting", "source", "target", "tasks", "task (metric)", "trivial", "source only",
+              "oracle", "r", "r per seed", f"r in [{low:g}, {high:g}]"]
     first = doc["rows"][0]["where"] if doc["rows"] else {}
     lines = [f"# {doc['title']}", "",
-             f"{doc['method']} trained on synthetic/{doc['source_domain']} (source only) vs "
+             f"{doc['method']} trained on the row's source domain (source only) vs "
              f"{doc['method']} trained on the target (oracle), both scored on the target's test "
              f"split ({first.get('split', '?')}), {first.get('resolution', '?')}, backbone "
              f"{first.get('backbone', '?')}, seeds {doc['seeds']}; trivial predictors fitted on "
              f"{doc['trivial_fitted_on']}, one value. Metrics in the tables' units (% for "
              "fractions); r: mean ± half-width of the 95 % t interval over seeds.", "",
-             markdown_table(header, body, ["l", "l", "l", "l", "r", "r", "r", "r", "r", "l"])]
+             markdown_table(header, body, ["l", "l", "l", "l", "l", "r", "r", "r", "r", "r", "l"])]
     return "\n".join(lines)
 
 

@@ -56,7 +56,12 @@ class SettingsConfig:
     """Options of the evaluation settings (paper Sec. 4; ``docs/settings.md``).
 
     Attributes:
-        source: training domain of every source-domain model.
+        source: training domain of every source-domain model (MTL, novel domains, robustness,
+            and the transfer settings unless they name their own).
+        zero_shot_source, uda_source: the source domain of zero-shot transfer and of UDA when
+            it is not ``source`` (``None``): e.g. ``street`` with a ``street_shift`` target, the
+            street family's own pair (paper: Vkitti2 -> Cityscapes), while the novel-domain
+            table keeps ``indoor`` -> shifted indoor (Taskonomy -> NYUD-v2).
         methods: methods compared in every table (the plain-multitask baseline included).
         task_sets: MTL task sets (Table 2).
         zero_shot_target: target domain of zero-shot task transfer (Table 3).
@@ -96,9 +101,11 @@ class SettingsConfig:
     source: str = "indoor"
     methods: list[str] = field(default_factory=lambda: ["vtagml", "vanilla_mtl"])
     task_sets: list[str] = field(default_factory=lambda: ["S-D", "S-D-N", "S-D-N-E"])
+    zero_shot_source: str | None = None
     zero_shot_target: str = "indoor_shift"
     zero_shot_task_sets: list[str] = field(default_factory=lambda: ["S-D", "S-D-N"])
     finetune_epochs: int | None = None
+    uda_source: str | None = None
     uda_target: str = "indoor_shift"
     uda_epochs: int | None = None
     uda_tasks: str = "S-D"
@@ -125,6 +132,8 @@ class SettingsConfig:
         try:  # one spelling per domain, graded shifts included (indoor_shift@0.4): run keys agree
             self.source, self.zero_shot_target, self.uda_target = (
                 check_domain_name(d) for d in (self.source, self.zero_shot_target, self.uda_target))
+            self.zero_shot_source, self.uda_source = (
+                None if d is None else check_domain_name(d) for d in (self.zero_shot_source, self.uda_source))
             self.novel_domains = [check_domain_name(d) for d in self.novel_domains]
             self.remote_domains = [check_domain_name(d) for d in self.remote_domains]
         except ValueError as err:
@@ -150,6 +159,12 @@ class SettingsConfig:
         self._validate_robustness()
         self.adversarial.validate()
         return self
+
+    def source_for(self, setting: str) -> str:
+        """The source domain of ``setting`` (``zeroshot``, ``uda``; every other setting:
+        ``source``)."""
+        own = {"zeroshot": self.zero_shot_source, "uda": self.uda_source}.get(setting)
+        return own or self.source
 
     def shift_targets(self) -> list[str]:
         """The robustness curves' targets: ``robustness_targets``, or every shift target whose

@@ -73,10 +73,14 @@ def train_single_task(ctx: SettingContext, task: str, seed: int) -> RunRecord:
     return ctx.train(RunSpec(f"single-task {task}", ctx.config(task, seed=seed), "single_task"))
 
 
-def train_source(ctx: SettingContext, tasks: str, method: str, seed: int) -> RunRecord:
-    """A multitask model on the source domain with all labels (shared by every setting)."""
-    return ctx.train(RunSpec(f"{method} {tasks} on {ctx.settings.source}",
-                             ctx.config(tasks, seed=seed), method))
+def train_source(ctx: SettingContext, tasks: str, method: str, seed: int,
+                 domain: str | None = None) -> RunRecord:
+    """A multitask model on a source domain with all labels (shared by every setting that trains
+    on it): ``domain``, default ``settings.source`` (a transfer setting passes its own,
+    :meth:`~.context.SettingsConfig.source_for`)."""
+    domain = domain or ctx.settings.source
+    return ctx.train(RunSpec(f"{method} {tasks} on {domain}",
+                             ctx.config(tasks, domain=domain, seed=seed), method))
 
 
 def stl_metrics(ctx: SettingContext, tasks: tuple[str, ...], seed: int, domain: str,
@@ -86,9 +90,10 @@ def stl_metrics(ctx: SettingContext, tasks: tuple[str, ...], seed: int, domain: 
 
 
 def trivial_metrics(ctx: SettingContext, tasks: tuple[str, ...], split: str,
-                    domain: str | None = None) -> dict:
-    """Trivial predictors fitted on the source train split, scored on ``split`` of ``domain``
-    (default the source; a shifted target for the headroom check)."""
+                    domain: str | None = None, fitted_on: str | None = None) -> dict:
+    """Trivial predictors fitted on the train split of ``fitted_on`` (default the source),
+    scored on ``split`` of ``domain`` (default the source; a shifted target for the headroom
+    check)."""
     from vtagml_core.data.classes import NUM_CLASSES
     from vtagml_core.data.config import build_dataset
     from vtagml_core.metrics.trivial import evaluate_trivial
@@ -99,7 +104,8 @@ def trivial_metrics(ctx: SettingContext, tasks: tuple[str, ...], split: str,
         ds = build_dataset(d, which, tasks, domain=on, progress=ctx.cfg.train.progress)
         return DataLoader(ds, batch_size=max(d.batch_size, 32), generator=torch.Generator())
 
-    return evaluate_trivial(loader("train", ctx.settings.source), loader(split, domain or ctx.settings.source),
+    fitted_on = fitted_on or ctx.settings.source
+    return evaluate_trivial(loader("train", fitted_on), loader(split, domain or ctx.settings.source),
                             tasks, ctx.cfg.model.num_classes or NUM_CLASSES)
 
 

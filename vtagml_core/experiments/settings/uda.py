@@ -60,8 +60,9 @@ def train_adapted(ctx: SettingContext, tasks: str, method: str, seed: int,
     if warm and source is None:
         raise ValueError("settings.uda_epochs is set, so adaptation starts from the source-only "
                          "model: pass source= (train_source(...)), or set uda_epochs: null")
-    spec = RunSpec(f"{method} {tasks} UDA {s.source} -> {s.uda_target}",
-                   ctx.config(tasks, seed=seed, epochs=s.uda_epochs), method,
+    source_domain = s.source_for("uda")
+    spec = RunSpec(f"{method} {tasks} UDA {source_domain} -> {s.uda_target}",
+                   ctx.config(tasks, domain=source_domain, seed=seed, epochs=s.uda_epochs), method,
                    init_from=source if warm else None,
                    trainer_factory=adversarial_factory(ctx, s.uda_target),
                    extra={"trainer": "adversarial", "uda_target": s.uda_target,
@@ -73,12 +74,13 @@ def run_uda(ctx: SettingContext) -> dict[str, Any]:
     """Table 4's shape on the target test split: source only, adapted, oracle."""
     started = time.perf_counter()
     s, target, g = ctx.settings, ctx.settings.uda_target, ctx.settings.uda_tasks
+    source = s.source_for("uda")
     tasks = parse_tasks(g)
     columns = task_columns(g, tasks)
     rows = []
     for method in s.methods:
         label = METHOD_LABELS.get(method, method)
-        sources = [train_source(ctx, g, method, seed) for seed in ctx.seeds]
+        sources = [train_source(ctx, g, method, seed, source) for seed in ctx.seeds]
         src = [ctx.evaluate(r, target) for r in sources]
         ada = [ctx.evaluate(train_adapted(ctx, g, method, seed, r), target)
                for seed, r in zip(ctx.seeds, sources)]
@@ -89,7 +91,7 @@ def run_uda(ctx: SettingContext) -> dict[str, Any]:
     rows.append(row(f"{METHOD_LABELS[ORACLE_METHOD]} trained on {target} (oracle)",
                     primary_cells(g, oracle, tasks), kind="reference", method=ORACLE_METHOD))
     a = s.adversarial
-    notes = [f"Source synthetic/{s.source} (labelled) -> target synthetic/{target} (unlabelled "
+    notes = [f"Source synthetic/{source} (labelled) -> target synthetic/{target} (unlabelled "
              f"train images, {ctx.cfg.data.train_count} scenes); numbers on the target test split.",
              f"Output-level adversarial UDA (AdaptSegNet style): one discriminator per task output "
              f"(softmax for seg, unit vectors for normals, raw depth/edges), lambda_adv {a.lambda_adv}, "
@@ -98,7 +100,7 @@ def run_uda(ctx: SettingContext) -> dict[str, Any]:
              "the oracle row shows how large the gap is that adaptation could close."]
     return setting_document(ctx, "uda", "Unsupervised domain adaptation",
                             ctx.where(target), columns, rows, notes, started,
-                            source_domain=s.source, target_domain=target)
+                            source_domain=source, target_domain=target)
 
 
 __all__ = ["adversarial_factory", "run_uda", "train_adapted"]

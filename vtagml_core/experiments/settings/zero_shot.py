@@ -105,6 +105,7 @@ def run_zero_shot(ctx: SettingContext) -> dict[str, Any]:
     """Table 3's shape: per method, target metrics after fine-tuning without the zero-shot labels."""
     started = time.perf_counter()
     s, target = ctx.settings, ctx.settings.zero_shot_target
+    source = s.source_for("zeroshot")
     groups = [(g, parse_tasks(g), split_zero_shot(g)) for g in s.zero_shot_task_sets]
     columns = [c for g, tasks, (_, zero) in groups for c in task_columns(g, tasks, (zero,))]
     rows, source_rows = [], []
@@ -112,7 +113,7 @@ def run_zero_shot(ctx: SettingContext) -> dict[str, Any]:
         tuned: dict[str, dict] = {}
         plain: dict[str, dict] = {}
         for g, tasks, _ in groups:
-            src = [train_source(ctx, g, method, seed) for seed in ctx.seeds]
+            src = [train_source(ctx, g, method, seed, source) for seed in ctx.seeds]
             fts = [finetune_on_target(ctx, r, g, method, seed) for r, seed in zip(src, ctx.seeds)]
             tuned.update(primary_cells(g, [ctx.evaluate(r, target) for r in fts], tasks))
             plain.update(primary_cells(g, [ctx.evaluate(r, target) for r in src], tasks))
@@ -129,14 +130,14 @@ def run_zero_shot(ctx: SettingContext) -> dict[str, Any]:
                     oracle, kind="reference", method=ORACLE_METHOD))
     labelled = "; ".join(f"{g}: labelled {task_set_name(lab)}, zero-shot {zero}"
                          for g, _, (lab, zero) in groups)
-    notes = [f"Source synthetic/{s.source} (all labels) -> target synthetic/{target}; {labelled}.",
+    notes = [f"Source synthetic/{source} (all labels) -> target synthetic/{target}; {labelled}.",
              "Fine-tuning starts from the source model's best weights; the zero-shot task's labels "
              "are never loaded on the target (training and model selection use the labelled "
              "tasks only). All numbers on the target's test split.",
              "Columns marked (zero-shot) are the tasks without target labels (the paper's "
              "highlighted cells)."]
     return setting_document(ctx, "zeroshot", "Zero-shot task transfer", ctx.where(target),
-                            columns, rows, notes, started, source_domain=s.source, target_domain=target)
+                            columns, rows, notes, started, source_domain=source, target_domain=target)
 
 
 __all__ = ["ORACLE_METHOD", "fine_tuned_parameters", "finetune_on_target", "run_zero_shot", "split_zero_shot", "train_oracle"]
