@@ -1,6 +1,6 @@
 #!/bin/bash
 # What a class gets from a teacher's run store (README "Preparing a class", project issue 14):
-# the archive size of every finished run in the store, and the seconds of notebooks 00-10 on a
+# the archive size of every finished run in the store that this kit reuses (`--current`), and the seconds of notebooks 00-10 on a
 # student's machine after `runs import` (an empty store, a cache with the rendered data but no
 # pretrained backbone: the archive brings it). Run it after `make reproduce` has finished.
 #
@@ -18,7 +18,8 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 seconds() { local log=$1; shift; local s=$(date +%s.%N); "$@" > "$log" 2>&1 || true; local e=$(date +%s.%N); echo "$e - $s" | bc; }
 
 $PY -m vtagml_core runs list | tee "$OUT/runs.md"
-t_export=$(seconds "$OUT/export.log" $PY -m vtagml_core runs export --out "$OUT/class.tar.gz")
+# only the runs this kit reuses: a teacher's store also holds runs of older renderers or kits
+t_export=$(seconds "$OUT/export.log" $PY -m vtagml_core runs export --current --out "$OUT/class.tar.gz")
 size=$(stat -c %s "$OUT/class.tar.gz")
 
 # the student: rendered data (as after notebook 00), no pretrained backbone, an empty store

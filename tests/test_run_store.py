@@ -221,6 +221,41 @@ def test_identical_files_travel_once_and_a_false_copy_is_refused(store, archive,
     _refused(bad, tmp_path / "s", "marked as a copy of")
 
 
+def test_stale_runs_are_listed_with_why_left_out_of_a_current_export_and_removable(store, tmp_path,
+                                                                                  capsys):
+    """A run whose key payload names another kit version or renderer is never asked for again:
+    `runs list` says why, `export --current` leaves it out, `remove --stale` deletes only it."""
+    [run] = sa.select_runs(store, seed=0)
+    local = tmp_path / "store"
+    shutil.copytree(run, local / run.name)
+    shutil.copytree(store / "backbones", local / "backbones")
+    old = local / "vtagml-000000000000"
+    shutil.copytree(run, old)
+    info = json.loads((old / "run_key.json").read_text())
+    info["payload"]["kit_version"] = "0.0.1"
+    info["payload"].pop("data_generator", None)
+    (old / "run_key.json").write_text(json.dumps(info))
+    assert main(["runs", "--store", str(local), "list"]) == 0
+    out = capsys.readouterr().out
+    stale_line = next(line for line in out.splitlines() if line.startswith(f"| {old.name} "))
+    assert "stale: trained by kit 0.0.1" in stale_line and "rendered by data generator 2 or older" in stale_line
+    assert next(line for line in out.splitlines() if line.startswith(f"| {run.name} ")).endswith("| yes |")
+    assert "1 stale run(s)" in out
+    archive = tmp_path / "current.tar.gz"
+    assert main(["runs", "--store", str(local), "export", "--out", str(archive), "--current"]) == 0
+    assert json.loads(tarfile.open(archive).extractfile("MANIFEST.json").read())["runs"] == [run.name]
+    assert main(["runs", "--store", str(local), "remove"]) == 2   # nothing selected: nothing removed
+    assert old.is_dir()
+    assert main(["runs", "--store", str(local), "remove", "--stale"]) == 0
+    assert not old.exists() and (local / run.name).is_dir()
+    messages = []   # an import of a stale run warns why it will not be reused
+    shutil.copytree(local / run.name, old)
+    (old / "run_key.json").write_text(json.dumps(info))
+    sa.export_runs([old], tmp_path / "old.tar.gz", log=lambda m: None)
+    sa.import_runs(tmp_path / "old.tar.gz", tmp_path / "other", log=messages.append)
+    assert any("will not reuse it" in m and "trained by kit 0.0.1" in m for m in messages)
+
+
 def test_two_imports_at_once_are_refused_naming_the_holder(archive, tmp_path):
     target = tmp_path / "s"
     target.mkdir()

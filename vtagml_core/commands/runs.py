@@ -6,8 +6,10 @@ Examples::
     python -m vtagml_core runs show vtagml-3f2a                  # a name or its prefix
     python -m vtagml_core runs export --out quick-runs.tar.gz     # every finished run
     python -m vtagml_core runs export --out vt.tar.gz --method vtagml --seed 0
+    python -m vtagml_core runs export --out class.tar.gz --current  # only runs this kit reuses
     python -m vtagml_core runs import quick-runs.tar.gz           # verified, all or nothing
     python -m vtagml_core runs remove vtagml-3f2a
+    python -m vtagml_core runs remove --stale                    # runs this kit never reuses
 
 The store is ``--store``, else ``$VTAGML_RUNS``, else ``~/.cache/vtagml/runs``
 (:mod:`vtagml_core.experiments.runs`; archives: :mod:`vtagml_core.experiments.store_archive`).
@@ -25,12 +27,19 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", help="run names or prefixes (default: every finished run)")
     parser.add_argument("--method", default=None, help="only runs of this method")
     parser.add_argument("--seed", type=int, default=None, help="only runs of this seed")
+    status = parser.add_mutually_exclusive_group()
+    status.add_argument("--current", dest="stale", action="store_false", default=None,
+                        help="only runs this kit would reuse (not stale)")
+    status.add_argument("--stale", dest="stale", action="store_true",
+                        help="only stale runs: trained by another kit version, method revision, "
+                        "renderer or backbone, so never asked for again (`runs list` says why)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_store_argument(parser)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    sub.add_parser("list", help="every run: name, method, tasks, preset, seed, metrics, size, date")
+    sub.add_parser("list", help="every run: name, method, tasks, preset, seed, metrics, size, date, "
+                   "and whether this kit still reuses it")
     show = sub.add_parser("show", help="one run: its key, config, results and files")
     show.add_argument("name", help="run name or a prefix of it")
     export = sub.add_parser("export", help="selected runs into one archive with SHA-256 manifest")
@@ -39,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp = sub.add_parser("import", help="runs from an archive (hashes verified, all or nothing)")
     imp.add_argument("archive", type=Path)
     remove = sub.add_parser("remove", help="delete runs from the store")
-    remove.add_argument("names", nargs="+", help="run names or prefixes")
+    _selection(remove)
 
 
 def _mb(n: int) -> str:
@@ -54,11 +63,17 @@ def run(args: argparse.Namespace) -> int:
         runs = sa.list_runs(store)
         print(f"run store {store}: {len(runs)} run(s)")
         if runs:
-            print("| run | method | tasks | preset | seed | best val metrics | size | date |")
-            print("|---|---|---|---|---|---|---|---|")
+            print("| run | method | tasks | preset | seed | best val metrics | size | date | reused |")
+            print("|---|---|---|---|---|---|---|---|---|")
         for r in runs:
             print(f"| {r.name} | {r.method} | {r.tasks} | {', '.join(r.presets) or '-'} | {r.seed} | "
-                  f"{r.metrics} | {_mb(r.size_bytes)} | {r.date} |")
+                  f"{r.metrics} | {_mb(r.size_bytes)} | {r.date} | "
+                  f"{'stale: ' + '; '.join(r.stale) if r.stale else 'yes'} |")
+        stale = [r for r in runs if r.stale]
+        if stale:
+            print(f"{len(stale)} stale run(s), {_mb(sum(r.size_bytes for r in stale))}: this kit never "
+                  "asks for them again; `runs remove --stale` deletes them, `runs export --current` "
+                  "leaves them out")
         return 0
     if args.action == "show":
         folder = sa.select_runs(store, [args.name])[0]
@@ -72,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path.relative_to(folder)}  {_mb(path.stat().st_size)}")
         return 0
     if args.action == "export":
-        runs = sa.select_runs(store, args.names, args.method, args.seed)
+        runs = sa.select_runs(store, args.names, args.method, args.seed, args.stale)
         manifest = sa.export_runs(runs, args.out)
         print(f"exported {len(runs)} run(s), {len(manifest['files'])} files, into {args.out} "
               f"({_mb(args.out.stat().st_size)})")
@@ -81,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
         names = sa.import_runs(args.archive, store)
         print(f"imported {len(names)} run(s) into {store}: {', '.join(names) or '(all were there)'}")
         return 0
-    runs = sa.select_runs(store, args.names)
+    if not args.names and args.method is None and args.seed is None and args.stale is None:
+        print("runs remove: name the runs (or prefixes), or select them with --method, --seed, "
+              "--stale; nothing removed")
+        return 2
+    runs = sa.select_runs(store, args.names, args.method, args.seed, args.stale)
     sa.remove_runs(runs)
     print(f"removed {len(runs)} run(s): {', '.join(r.name for r in runs)}")
     return 0

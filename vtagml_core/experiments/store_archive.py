@@ -46,6 +46,7 @@ from vtagml_core.train.state import (BEST_DIR, LAST_DIR, RESULTS_FILE, RUN_CONFI
                                      CheckpointError, check_model_folder)
 
 from .runs import RUN_INFO_FILE, is_complete
+from .store_status import available_backbones, run_stale_reasons
 from .store_pretrained import (PRETRAINED_DIR, default_pretrained_dir, file_sha256, install_pretrained,
                                pretrained_members)
 
@@ -80,6 +81,7 @@ class RunSummary:
     size_bytes: int
     date: str
     complete: bool
+    stale: list[str]
 
 
 def _run_folders(store: Path) -> list[Path]:
@@ -89,8 +91,9 @@ def _run_folders(store: Path) -> list[Path]:
                   and (p / RUN_CONFIG_FILE).is_file())
 
 
-def summarize_run(folder: Path) -> RunSummary:
-    """What ``runs list`` prints about one run folder."""
+def summarize_run(folder: Path, backbones: set[str] | None = None) -> RunSummary:
+    """What ``runs list`` prints about one run folder (``backbones``: the digests of the
+    pretrained backbones at hand, :func:`~.store_status.available_backbones`)."""
     from vtagml_core.metrics.multitask import PRIMARY_METRICS
 
     config = json.loads((folder / RUN_CONFIG_FILE).read_text())
@@ -105,17 +108,20 @@ def summarize_run(folder: Path) -> RunSummary:
     date = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / RUN_CONFIG_FILE).stat().st_mtime))
     cfg = config["config"]
     return RunSummary(folder.name, config["method"], cfg["model"]["tasks"], info.get("presets", []),
-                      int(cfg["train"]["seed"]), metrics or "(not finished)", size, date, complete)
+                      int(cfg["train"]["seed"]), metrics or "(not finished)", size, date, complete,
+                      run_stale_reasons(folder, backbones))
 
 
 def list_runs(store: Path) -> list[RunSummary]:
     """Every run folder of the store, by name."""
-    return [summarize_run(folder) for folder in _run_folders(store)]
+    backbones = available_backbones()
+    return [summarize_run(folder, backbones) for folder in _run_folders(store)]
 
 
 def select_runs(store: Path, names: Iterable[str] = (), method: str | None = None,
-                seed: int | None = None) -> list[Path]:
-    """Finished runs of the store matching the names (prefixes of them) and filters.
+                seed: int | None = None, stale: bool | None = None) -> list[Path]:
+    """Finished runs of the store matching the names (prefixes of them) and filters
+    (``stale``: True only the stale runs, False only the current ones, :mod:`.store_status`).
 
     Raises:
         ArchiveError: a name matches no finished run, or nothing matches at all.
@@ -130,9 +136,11 @@ def select_runs(store: Path, names: Iterable[str] = (), method: str | None = Non
             if not hits:
                 raise ArchiveError(f"no finished run in {store} matches {name!r}; see `runs list`")
             chosen += [p for p in hits if p not in chosen]
-    summaries = {p: summarize_run(p) for p in chosen}
+    backbones = available_backbones() if stale is not None else None
+    summaries = {p: summarize_run(p, backbones) for p in chosen}
     chosen = [p for p in chosen if (method is None or summaries[p].method == method)
-              and (seed is None or summaries[p].seed == seed)]
+              and (seed is None or summaries[p].seed == seed)
+              and (stale is None or bool(summaries[p].stale) == stale)]
     if not chosen:
         raise ArchiveError(f"no finished run in {store} matches the selection")
     return chosen
@@ -365,8 +373,6 @@ def _check_runs(staging: Path, names: list[str], log: Callable[[str], None]) -> 
     says (content address); code revisions are compared."""
     from safetensors.torch import load_file
 
-    from vtagml_core.baselines.registry import method_revision
-
     for blob in sorted((staging / BLOBS_DIR).glob(f"*{BLOB_SUFFIX}")):
         try:
             digest = tensors_digest(load_file(str(blob)))
@@ -380,22 +386,17 @@ def _check_runs(staging: Path, names: list[str], log: Callable[[str], None]) -> 
     for name in names:
         run = staging / name
         try:
-            config = json.loads((run / RUN_CONFIG_FILE).read_text())
+            json.loads((run / RUN_CONFIG_FILE).read_text())
             for sub in (BEST_DIR, LAST_DIR):
                 if (run / sub / CONFIG_FILE).exists():
                     check_model_folder(run / sub)
         except (OSError, ValueError, CheckpointError) as err:
             raise ArchiveError(f"run {name} in the archive is incomplete or unreadable ({err}); "
                                "nothing imported") from err
-        info = run / RUN_INFO_FILE
-        if info.is_file():
-            payload = json.loads(info.read_text()).get("payload", {})
-            saved = payload.get("method_revision", 0)
-            now = method_revision(config["method"])
-            if payload.get("kit_version") != __version__ or saved != now:
-                log(f"  warning: {name} was trained by kit {payload.get('kit_version')} (method "
-                    f"revision {saved}); this kit is {__version__} (revision {now}): it is imported, "
-                    "but the settings will not reuse it (its key differs from what they ask for)")
+        reasons = run_stale_reasons(run)
+        if reasons:
+            log(f"  warning: {name} is imported, but this kit will not reuse it (its key differs "
+                f"from what the settings ask for): {'; '.join(reasons)}")
 
 
 def _same_files(a: Path, b: Path) -> bool:
