@@ -62,9 +62,11 @@ def test_upload_and_predict_in_headless_chromium(demo_url, tmp_path):
             page = context.pages[0] if context.pages else context.new_page()
             page.goto(demo_url, wait_until="load")
             page.locator("#vt-predict").wait_for(state="visible", timeout=OUTPUT_TIMEOUT_MS)
+            file_input = page.locator("#vt-upload input[type=file]")
+            file_input.wait_for(state="attached", timeout=OUTPUT_TIMEOUT_MS)
             for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-                page.locator("#vt-upload input[type=file]").set_input_files(str(upload))
-                try:
+                try:   # set_input_files itself timed out once on a loaded machine: retried too
+                    file_input.set_input_files(str(upload), timeout=UPLOAD_TIMEOUT_MS)
                     page.get_by_text("upload.png").first.wait_for(timeout=UPLOAD_TIMEOUT_MS)
                     break
                 except PlaywrightTimeout:
