@@ -62,7 +62,26 @@ WIDTH_PER_STEM_CHANNEL: int = 2
 # --------------------------------------------------------------------------- the shared interface
 
 
-class PeerModel(nn.Module, ABC):
+class WithoutTROA:
+    """VTAGML's training interface for a model without TROA: no per-task gradients, no affinity
+    update, features straight from ``self.backbone`` (peers and parameter-efficient methods)."""
+
+    @property
+    def tracks_task_grads(self) -> bool:
+        """No TROA: the trainer never keeps per-task gradients for this model."""
+        return False
+
+    def update_affinity(self) -> None:
+        """No task-affinity matrix to update (VTAGML's TROA step); always None."""
+        return None
+
+    def encode(self, images: Tensor) -> BackboneOutput:
+        """Backbone features of ``images (B, 3, H, W)`` in [0, 1] (with autograd where the
+        backbone has trainable parameters)."""
+        return self.backbone(images)
+
+
+class PeerModel(WithoutTROA, nn.Module, ABC):
     """Base of the peer baselines: VTAGML's interface without TROA.
 
     Subclasses build their decoder in ``__init__`` after calling this one, implement
@@ -96,19 +115,6 @@ class PeerModel(nn.Module, ABC):
     @property
     def img_size(self) -> int:
         return self.config.backbone.img_size
-
-    @property
-    def tracks_task_grads(self) -> bool:
-        """Peers have no TROA: the trainer never keeps per-task gradients for them."""
-        return False
-
-    def update_affinity(self) -> None:
-        """No task-affinity matrix to update (VTAGML's TROA step); always None."""
-        return None
-
-    def encode(self, images: Tensor) -> BackboneOutput:
-        """Backbone features of ``images (B, 3, H, W)`` in [0, 1]."""
-        return self.backbone(images)
 
     def _features(self, images: Tensor, features: BackboneOutput | None) -> BackboneOutput:
         return features if features is not None else self.encode(images)

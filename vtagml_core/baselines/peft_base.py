@@ -19,13 +19,15 @@ from vtagml_core.model.heads import MultiTaskDecoder
 from vtagml_core.model.params import parameter_table
 from vtagml_core.tasks import parse_tasks
 
+from .common import WithoutTROA
+
 
 def parameter_view(params: Iterable[nn.Parameter]) -> nn.Module:
     """A module holding existing parameters (no copies): one row of the parameter report."""
     return nn.ParameterList(list(params))
 
 
-class PEFTMultiTask(nn.Module, ABC):
+class PEFTMultiTask(WithoutTROA, nn.Module, ABC):
     """Base of the parameter-efficient methods (``mtlora``, ``norm_only``): VTAGML's interface.
 
     Pretrained weights frozen, a few trained parameters inside the backbone, and per task the
@@ -54,19 +56,6 @@ class PEFTMultiTask(nn.Module, ABC):
         self.decoder = MultiTaskDecoder(self.tasks, self.config.decoder, channels[-1], channels[-2::-1],
                                         self.config.backbone.img_size, self.num_classes,
                                         deep_stride=strides[-1])
-
-    @property
-    def tracks_task_grads(self) -> bool:
-        """No TROA: the trainer never keeps per-task gradients for these methods."""
-        return False
-
-    def update_affinity(self) -> None:
-        """No task-affinity matrix (VTAGML's TROA step); always None."""
-        return None
-
-    def encode(self, images: Tensor) -> BackboneOutput:
-        """The adapted backbone's features of ``images (B, 3, H, W)`` in [0, 1] (with autograd)."""
-        return self.backbone(images)
 
     @abstractmethod
     def task_stage_maps(self, feats: BackboneOutput, batch: int) -> list[list[Tensor]]:
