@@ -66,6 +66,26 @@ def test_unseen_colours_take_the_majority_class():
     assert clf.predict(np.array([[128, 0, 128]], np.uint8)).tolist() == [1]
 
 
+def test_spec_with_changes_one_field_and_names_bad_ones():
+    from vtagml_core.experiments.benchmark_checks import palette_overlap_sweep, spec_with
+
+    base = domains.plain_domain("indoor")
+    wide = spec_with(base, "lighting.elevation_deg", "10,80")
+    assert wide.lighting.elevation_deg == (10.0, 80.0)
+    assert dataclasses.replace(wide, lighting=base.lighting) == base   # nothing else changed
+    assert spec_with(base, "appearance.palette_overlap", "1").appearance.palette_overlap == 1.0
+    with pytest.raises(ValueError, match="no spec field 'nope' in LightingSpec"):
+        spec_with(base, "lighting.nope", "1")
+    with pytest.raises(ValueError, match="give a value of that shape"):
+        spec_with(base, "lighting.ambient", "0.5")
+    # light from any elevation: shading says less about orientation, colour-only does no better
+    [plain] = palette_overlap_sweep([0.5], train_count=64, val_count=32, size=64)
+    [varied] = palette_overlap_sweep([0.5], train_count=64, val_count=32, size=64,
+                                     changes=[("lighting.elevation_deg", "10,80"),
+                                              ("lighting.ambient", "0.2,0.7")])
+    assert varied["mIoU"] < plain["mIoU"]
+
+
 # ----------------------------------------------------------------------------- r
 def test_normalised_score_both_directions_and_no_headroom():
     assert normalised_score(0.4, 0.6, 0.2, lower_is_better=False) == pytest.approx(0.5)

@@ -5,6 +5,8 @@ Examples::
     python -m vtagml_core benchmark colour-check --preset quick          # item 2, seed 0
     python -m vtagml_core benchmark headroom --preset quick --seeds 0,1  # item 3
     python -m vtagml_core benchmark palette-overlap --overlaps 0,0.5,0.75,1
+    python -m vtagml_core benchmark palette-overlap --overlaps 0.5 \
+        --spec-set lighting.elevation_deg=10,80 --spec-set lighting.ambient=0.2,0.7
 
 ``colour-check`` fits a per-pixel colour-only classifier on the source train split and prints
 its source val mIoU next to the VTAGML S-D-N-E source model's (trained or reused in the run
@@ -13,7 +15,8 @@ store like the MTL setting's run), their ratio and whether it is at most 0.5.
 trivial) (signed so higher is better) and whether it lies in [0.3, 0.8]; it trains or reuses
 the source and oracle runs. Both write ``<runs>/setting_results/<check>.json`` and ``.md``.
 ``palette-overlap`` renders ``--domain`` in memory (no cache, no training) with its palette
-overlap at each value and prints the colour-only mIoU of each (the data side of item 2).
+overlap at each value and prints the colour-only mIoU of each (the data side of item 2);
+``--spec-set FIELD=VALUE`` changes the domain's spec first (e.g. its lighting ranges).
 Code: :mod:`vtagml_core.experiments.benchmark_checks`,
 :mod:`vtagml_core.experiments.benchmark_checks_headroom`.
 """
@@ -43,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--train-count", type=int, default=256, help="train scenes (default: 256)")
     sweep.add_argument("--val-count", type=int, default=64, help="val scenes (default: 64)")
     sweep.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+    sweep.add_argument("--spec-set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="change a field of the domain's spec first, e.g. "
+                       "lighting.elevation_deg=10,80 (repeatable; rendered in memory only)")
 
 
 def _context(args: argparse.Namespace):
@@ -78,11 +84,19 @@ def run(args: argparse.Namespace) -> int:
         from vtagml_core.experiments.benchmark_checks import COLOUR_LEVELS, palette_overlap_sweep
         from vtagml_core.experiments.tables import format_value, markdown_table
 
+        changes = []
+        for item in args.spec_set:
+            field, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--spec-set takes FIELD=VALUE, got {item!r}")
+            changes.append((field.strip(), value.strip()))
         results = palette_overlap_sweep(_overlaps(args.overlaps), args.domain, args.train_count,
-                                        args.val_count, args.size)
+                                        args.val_count, args.size, changes=changes)
+        changed = f", spec changed: {', '.join(args.spec_set)}" if changes else ""
         print(f"colour-only classifier (RGB histogram Bayes, {COLOUR_LEVELS} levels/channel): fitted "
               f"on synthetic/{args.domain} train ({args.train_count} scenes), scored on val "
-              f"({args.val_count} scenes), {args.size}x{args.size}, data seed 0, rendered in memory")
+              f"({args.val_count} scenes), {args.size}x{args.size}, data seed 0, rendered in "
+              f"memory{changed}")
         print(markdown_table(["palette overlap", "colour-only mIoU %", "pixel acc %"],
                              [[f"{r['overlap']:g}", format_value(r["mIoU"], "mIoU"),
                                format_value(r["pixel_acc"], "pixel_acc")] for r in results]))

@@ -213,15 +213,47 @@ def render_arrays(domain: str, split: str, count: int, size: int,
     return np.stack([s["image"] for s in scenes]), np.stack([s["seg"] for s in scenes])
 
 
+def spec_with(spec, dotted: str, value: str):
+    """``spec`` (a frozen domain spec) with the field at ``dotted`` (e.g.
+    ``lighting.elevation_deg``) set from ``value``: comma-separated numbers for a range or colour
+    field, one number otherwise.
+
+    Raises:
+        ValueError: no such field, or a value of the wrong shape (the message names both).
+    """
+    head, _, rest = dotted.partition(".")
+    if not dataclasses.is_dataclass(spec) or head not in {f.name for f in dataclasses.fields(spec)}:
+        raise ValueError(f"no spec field {dotted!r} in {type(spec).__name__}; fields: "
+                         f"{', '.join(f.name for f in dataclasses.fields(spec))}")
+    current = getattr(spec, head)
+    if rest:
+        return dataclasses.replace(spec, **{head: spec_with(current, rest, value)})
+    try:
+        numbers = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise ValueError(f"{dotted}={value!r}: give numbers, comma-separated for a range") from None
+    if isinstance(current, tuple) != (len(numbers) > 1) or (
+            isinstance(current, tuple) and len(current) != len(numbers)):
+        raise ValueError(f"{dotted}={value!r}: the field holds {current!r}; give a value of that shape")
+    cast = type(current[0]) if isinstance(current, tuple) else type(current)
+    new = tuple(cast(v) for v in numbers) if isinstance(current, tuple) else cast(numbers[0])
+    return dataclasses.replace(spec, **{head: new})
+
+
 def palette_overlap_sweep(overlaps: Sequence[float], domain: str = "indoor", train_count: int = 256,
-                          val_count: int = 64, size: int = 128, seed: int = 0) -> list[dict[str, Any]]:
-    """Colour-only mIoU of ``domain`` (train -> val) with its palette overlap set to each value.
+                          val_count: int = 64, size: int = 128, seed: int = 0,
+                          changes: Sequence[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+    """Colour-only mIoU of ``domain`` (train -> val) with its palette overlap set to each value,
+    after the spec ``changes`` ``(dotted field, value)`` (:func:`spec_with`; e.g. a wider range of
+    light elevations: shading then says less about a surface's orientation).
 
     Returns one dict per overlap: ``overlap`` and :func:`colour_only_miou`'s result.
     """
     from vtagml_core.data.synthetic.domains import _validate, plain_domain
 
     base = plain_domain(domain)
+    for dotted, value in changes:
+        base = spec_with(base, dotted, value)
     out = []
     for p in overlaps:
         spec = dataclasses.replace(base, appearance=dataclasses.replace(base.appearance,
@@ -236,4 +268,5 @@ def palette_overlap_sweep(overlaps: Sequence[float], domain: str = "indoor", tra
 
 __all__ = ["COLOUR_LEVELS", "COLOUR_ONLY_MAX_RATIO", "ColourHistogramClassifier", "colour_cells",
            "colour_check", "colour_check_markdown", "colour_only_miou", "fit_colour_classifier",
-           "palette_overlap_sweep", "render_arrays", "score_seg", "served_domain", "split_arrays"]
+           "palette_overlap_sweep", "render_arrays", "score_seg", "served_domain", "spec_with",
+           "split_arrays"]
