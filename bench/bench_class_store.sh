@@ -5,6 +5,8 @@
 # pretrained backbone: the archive brings it). Run it after `make reproduce` has finished.
 #
 #   bash bench/bench_class_store.sh [OUT_DIR]        (default /tmp/class-store; PRESET=smoke to try it)
+#   ONLY="00 01 02" bash bench/bench_class_store.sh  (only those notebooks, for a store that holds
+#                                                      only their runs)
 #
 # Prints the archive size, the import time, the notebooks' total time, and how many runs the
 # notebooks trained (expected: none). Per-notebook seconds are in OUT_DIR/nb/report.md.
@@ -26,9 +28,10 @@ size=$(stat -c %s "$OUT/class.tar.gz")
 mkdir -p "$OUT/student-cache" && cp -r "$TEACHER_CACHE/data" "$OUT/student-cache/"
 export VTAGML_CACHE="$OUT/student-cache" VTAGML_RUNS="$OUT/student-store"
 t_import=$(seconds "$OUT/import.log" $PY -m vtagml_core runs import "$OUT/class.tar.gz")
-t_nb=$(seconds "$OUT/nb.log" $PY -m vtagml_core notebooks run --preset "$PRESET" --seeds 0 --out "$OUT/nb")
+t_nb=$(seconds "$OUT/nb.log" $PY -m vtagml_core notebooks run --preset "$PRESET" --seeds 0 --out "$OUT/nb" \
+       ${ONLY:+--only $ONLY})
 trained=$(grep -ho "([0-9]* trained now" "$OUT/nb/report.md" | grep -o "[0-9]*" | paste -sd+ | bc || echo "?")
 
 echo "archive: $size bytes ($(echo "scale=1; $size / 1048576" | bc) MiB), export ${t_export} s"
 echo "import into an empty store: ${t_import} s; backbone installed: $(ls "$OUT/student-cache/backbones" 2>/dev/null | tr '\n' ' ')"
-echo "notebooks 00-10 on the imported store: ${t_nb} s; runs trained by them: ${trained:-0} (expected 0)"
+echo "notebooks ${ONLY:-00-10} on the imported store: ${t_nb} s; runs trained by them: ${trained:-0} (expected 0)"
