@@ -37,6 +37,14 @@ EXERCISE_NOTEBOOKS = ("02_troa", "03_taa", "04_tsn", "05_multitask_training", "0
 #: Wall-clock limit of one notebook's nbval run (the smoke preset takes well under a minute on
 #: an idle 2-core CPU; the margin is for a loaded machine).
 NBVAL_TIMEOUT_S = 900
+#: Notebook stem -> the evaluation setting it runs and saves (notebook 09 runs two more, checked
+#: in tests/test_notebooks_settings.py).
+SETTING_OF = {"05_multitask_training": "mtl", "06_zero_shot_transfer": "zeroshot",
+              "07_domain_adaptation": "uda", "08_novel_domains": "novel",
+              "09_efficiency_and_ablations": "efficiency"}
+#: Smoke budget of one settings notebook under nbval (issue 5: "well under a minute" each on
+#: an idle machine; the margin is for a loaded one).
+SMOKE_SECONDS_LIMIT = 120
 
 
 def _read(path: Path):
@@ -166,6 +174,10 @@ def test_notebook_runs_under_nbval(path, nbval_env):
     print(f"{path.name}: nbval smoke run {seconds:.1f} s")
     if path.stem.startswith("00_"):
         assert (partial / MANIFEST_NAME).is_file(), "the partly written split was not rebuilt"
+    if path.stem in SETTING_OF:   # 05-09 run in order in one output folder, as the runner does
+        assert seconds <= SMOKE_SECONDS_LIMIT, f"{path.name}: {seconds:.0f} s in the smoke preset"
+        saved = Path(env[OUTPUT_ENV]) / "settings" / "setting_results" / f"{SETTING_OF[path.stem]}.json"
+        assert saved.is_file(), f"{path.name} did not save its setting's results at {saved}"
 
 
 @pytest.mark.slow

@@ -5,32 +5,19 @@ outputs, report cells) and an nbval run of every notebook are in ``tests/test_no
 which discovers these notebooks too. Here: what is specific to 05-09 (each runs its setting
 through :mod:`vtagml_core.notebooks.settings_glue`, shows the table in a report cell, checks its
 must-hold equations), the glue's smoke configuration and row helpers on known answers, the
-training-curve and prediction figures, and one nbval run of 05-09 in order with a shared output
-folder, as the headless runner does (later notebooks reuse the runs of earlier ones).
+training-curve and prediction figures. Their nbval runs (in order, in one output folder, each
+within its smoke budget and saving its setting's results) are in ``tests/test_notebooks.py``.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from test_notebooks import CHECK_MARKER, NBVAL_TIMEOUT_S, NOTEBOOK_DIR, ROOT
+from test_notebooks import CHECK_MARKER, NOTEBOOK_DIR, SETTING_OF
 from vtagml_core.notebooks.params import HEADLESS_ENV, OUTPUT_ENV, PRESET_ENV, resolve
-from vtagml_core.nbtools.runner import discover_notebooks
 
-#: Notebook stem -> the setting it runs (None: notebook 09 runs two, checked apart).
-SETTING_OF = {"05_multitask_training": "mtl", "06_zero_shot_transfer": "zeroshot",
-              "07_domain_adaptation": "uda", "08_novel_domains": "novel",
-              "09_efficiency_and_ablations": "efficiency"}
-#: Smoke budget of one of these notebooks under nbval (issue 5: "well under a minute" each on
-#: an idle machine; the margin is for a loaded one).
-SMOKE_SECONDS_LIMIT = 120
 
 
 def _nb(stem: str):
@@ -210,24 +197,3 @@ def test_prediction_grid_shows_labels_and_predictions():
         prediction_grid(model, Data(), tasks=["normals"])
 
 
-# --------------------------------------------------------------------------- nbval, in order
-
-
-@pytest.mark.slow
-def test_settings_notebooks_run_in_order_under_nbval(tmp_path):
-    """05-09 in one output folder, like the headless runner: each passes nbval, within budget."""
-    env = {**os.environ, PRESET_ENV: "smoke", HEADLESS_ENV: "1", OUTPUT_ENV: str(tmp_path / "out"),
-           "VTAGML_CACHE": str(tmp_path / "cache"), "VTAGML_RUNS": str(tmp_path / "store")}
-    times = {}
-    for path in discover_notebooks(NOTEBOOK_DIR, list(SETTING_OF)):
-        start = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", str(path), "-p",
-                              "no:cacheprovider", "-q", "--nbval-cell-timeout", str(NBVAL_TIMEOUT_S)],
-                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=NBVAL_TIMEOUT_S)
-        times[path.stem] = time.perf_counter() - start
-        assert res.returncode == 0, f"{path.name} failed under nbval:\n{res.stdout[-6000:]}\n{res.stderr[-2000:]}"
-    print("nbval smoke seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
-    slow = {k: v for k, v in times.items() if v > SMOKE_SECONDS_LIMIT}
-    assert not slow, f"notebooks over {SMOKE_SECONDS_LIMIT} s in the smoke preset: {slow}"
-    results = Path(tmp_path / "out" / "settings" / "setting_results")
-    assert {p.stem for p in results.glob("*.json")} >= set(SETTING_OF.values())

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from vtagml_core.baselines.factory import load_model
 from vtagml_core.cli import main
 from vtagml_core.experiments import store_archive as sa
+from vtagml_core.experiments import store_catalog as sc
 from vtagml_core.experiments.runs import RunSpec
 from vtagml_core.model.checkpoint import WEIGHTS_FILE
 from vtagml_core.model.vtagml import VTAGML
@@ -127,7 +128,7 @@ def _rewrite(archive: Path, out: Path, change) -> None:
 @pytest.fixture
 def archive(store, tmp_path):
     path = tmp_path / "good.tar.gz"
-    sa.export_runs(sa.select_runs(store, seed=0), path)
+    sa.export_runs(sc.select_runs(store, seed=0), path)
     return path
 
 
@@ -198,7 +199,7 @@ def test_identical_files_travel_once_and_a_false_copy_is_refused(store, archive,
     with tarfile.open(archive) as tar:
         carried = {m.name for m in tar if m.isfile()}
     copies = {n: e["copy_of"] for n, e in manifest["files"].items() if "copy_of" in e}
-    [run] = sa.select_runs(store, seed=0)
+    [run] = sc.select_runs(store, seed=0)
     same = (run / "best" / WEIGHTS_FILE).read_bytes() == (run / "last" / WEIGHTS_FILE).read_bytes()
     assert same   # two optimizer steps, one epoch: the best epoch is the last
     weights = {f"{run.name}/{sub}/{WEIGHTS_FILE}" for sub in ("best", "last")}
@@ -225,7 +226,7 @@ def test_stale_runs_are_listed_with_why_left_out_of_a_current_export_and_removab
                                                                                   capsys):
     """A run whose key payload names another kit version or renderer is never asked for again:
     `runs list` says why, `export --current` leaves it out, `remove --stale` deletes only it."""
-    [run] = sa.select_runs(store, seed=0)
+    [run] = sc.select_runs(store, seed=0)
     local = tmp_path / "store"
     shutil.copytree(run, local / run.name)
     shutil.copytree(store / "backbones", local / "backbones")
@@ -357,8 +358,8 @@ def test_the_pretrained_backbone_the_keys_name_travels_and_is_installed_where_mi
     weights = teacher_cache / "swinv2_tiny_cpu-128-s0.safetensors"
     weights.write_bytes(b"pretend safetensors bytes")  # only its hash matters here
     (teacher_cache / "swinv2_tiny_cpu-128-s0.json").write_text('{"config": {}}')
-    runs = [tmp_path / "runs" / p.name for p in sa.select_runs(store, seed=0)]
-    for src, dst in zip(sa.select_runs(store, seed=0), runs):
+    runs = [tmp_path / "runs" / p.name for p in sc.select_runs(store, seed=0)]
+    for src, dst in zip(sc.select_runs(store, seed=0), runs):
         shutil.copytree(src, dst)
     shutil.copytree(store / "backbones", tmp_path / "runs" / "backbones")
     info = runs[0] / "run_key.json"

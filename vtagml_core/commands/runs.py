@@ -12,7 +12,8 @@ Examples::
     python -m vtagml_core runs remove --stale                    # runs this kit never reuses
 
 The store is ``--store``, else ``$VTAGML_RUNS``, else ``~/.cache/vtagml/runs``
-(:mod:`vtagml_core.experiments.runs`; archives: :mod:`vtagml_core.experiments.store_archive`).
+(:mod:`vtagml_core.experiments.runs`; listing: :mod:`vtagml_core.experiments.store_catalog`;
+archives: :mod:`vtagml_core.experiments.store_archive`).
 """
 from __future__ import annotations
 
@@ -57,10 +58,11 @@ def _mb(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from vtagml_core.experiments import store_archive as sa
+    from vtagml_core.experiments import store_catalog as sc
 
     store = store_from_args(args)
     if args.action == "list":
-        runs = sa.list_runs(store)
+        runs = sc.list_runs(store)
         print(f"run store {store}: {len(runs)} run(s)")
         if runs:
             print("| run | method | tasks | preset | seed | best val metrics | size | date | reused |")
@@ -76,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
                   "leaves them out")
         return 0
     if args.action == "show":
-        folder = sa.select_runs(store, [args.name])[0]
-        summary = sa.summarize_run(folder)
+        folder = sc.select_runs(store, [args.name])[0]
+        summary = sc.summarize_run(folder)
         print(f"{folder}\n{summary.method}, tasks {summary.tasks}, seed {summary.seed}, "
               f"{_mb(summary.size_bytes)}, {summary.date}\nbest: {summary.metrics}")
         info = folder / "run_key.json"
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path.relative_to(folder)}  {_mb(path.stat().st_size)}")
         return 0
     if args.action == "export":
-        runs = sa.select_runs(store, args.names, args.method, args.seed, args.stale)
+        runs = sc.select_runs(store, args.names, args.method, args.seed, args.stale)
         manifest = sa.export_runs(runs, args.out)
         print(f"exported {len(runs)} run(s), {len(manifest['files'])} files, into {args.out} "
               f"({_mb(args.out.stat().st_size)})")
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print("runs remove: name the runs (or prefixes), or select them with --method, --seed, "
               "--stale; nothing removed")
         return 2
-    runs = sa.select_runs(store, args.names, args.method, args.seed, args.stale)
-    sa.remove_runs(runs)
+    runs = sc.select_runs(store, args.names, args.method, args.seed, args.stale)
+    sc.remove_runs(runs)
     print(f"removed {len(runs)} run(s): {', '.join(r.name for r in runs)}")
     return 0

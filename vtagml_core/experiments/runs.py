@@ -6,7 +6,8 @@
 reproduce``, the notebooks (headless or in JupyterLab) and the demo's checkpoint list all use
 it, so a model trained by one is reused by the others: the same preset and seed resolve to the
 same key wherever they come from (``tests/test_architecture.py``). ``python -m vtagml_core runs``
-lists, exports and imports it (:mod:`vtagml_core.experiments.store_archive`).
+lists it (:mod:`vtagml_core.experiments.store_catalog`), exports and imports it
+(:mod:`vtagml_core.experiments.store_archive`).
 
 **Runs are keyed by what determines their numbers.** A training run's folder is
 ``<root>/runs/<method>-<key>``, ``key`` the first :data:`KEY_LENGTH` hex digits of the SHA-256 of
