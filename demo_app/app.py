@@ -39,7 +39,8 @@ from vtagml_core.tasks import TASK_TITLES, TASKS
 from .checkpoints import default_roots
 from .examples import EXAMPLES_FOLDER, render_examples
 from .panels import normals_key_html
-from .service import DemoService, blank_figure
+from .figures import blank_figure
+from .service import DemoService
 
 log = logging.getLogger("vtagml.demo")
 

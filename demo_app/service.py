@@ -29,6 +29,7 @@ from vtagml_core.viz.attention import attention_layers, attention_map, attention
 
 from .checkpoints import (CheckpointCatalog, CheckpointStatus, PredictorCache, default_roots,
                           display_path, public_message, read_training_info, resolve)
+from .figures import fit_affinity_layout
 from .panels import (arrays_file, caution, depth_panel, legend_html, trained_on, training_card,
                      write_png)
 
@@ -39,15 +40,6 @@ PREDICT_OUTPUTS: tuple[str, ...] = ("input", "seg", "depth", "normals", "edges",
                                     "arrays", "status")
 #: Where the "Train a quick checkpoint" button writes, below the first checkpoint root.
 QUICK_RUN_NAME: str = "quick"
-#: Heatmap cell text: the affinity with three decimals.
-AFFINITY_TEXT: str = "%{z:.3f}"
-#: Affinity figures: height (px), top margin (room for a two-line title), and below the
-#: history's axis: the room for the two-line task names and the axis title, then the slider.
-AFFINITY_HEIGHT_PX: int = 500
-HISTORY_HEIGHT_PX: int = 640
-TITLE_MARGIN_PX: int = 90
-AXIS_ROOM_PX: int = 90
-SLIDER_ROOM_PX: int = 110
 #: Per-request output folders on disk: at most this many and this many bytes in all (oldest
 #: deleted first), but never the newest REQUEST_DIRS_MIN (requests whose files Gradio may still
 #: be copying into its cache: more than the app's concurrency).
@@ -272,11 +264,11 @@ class DemoService:
             troa = model.adapter.troa
             updates = int(troa.num_updates)
             heat = affinity_heatmap(model.omega, model.tasks)
-            _fit_affinity_layout(heat, "TROA task affinity omega", f"{label}, {updates} updates")
+            fit_affinity_layout(heat, "TROA task affinity omega", f"{label}, {updates} updates")
             steps, mats = troa.history_tensor()
             history = affinity_history_figure(steps, mats, model.tasks) if len(steps) >= 2 else None
             if history is not None:
-                _fit_affinity_layout(history, "omega over training", label, slider=True)
+                fit_affinity_layout(history, "omega over training", label, slider=True)
             note = [f"Row t is target task t's distribution over inductive tasks n (paper Sec. "
                     f"3.2.1, Algorithm 1); {updates} TROA updates, {len(steps)} snapshots recorded."]
             if not troa.enabled:
@@ -393,39 +385,4 @@ class DemoService:
             self._train_lock.release()
 
 
-def _fit_affinity_layout(fig: go.Figure, title: str, subtitle: str, slider: bool = False) -> None:
-    """Make an affinity figure fit the app's half-width plot without overlaps.
-
-    The library figure has a fixed 520 px width and a one-line title (cut off in a narrow
-    column) and its step slider sits where the task names are. Here: the width follows the
-    column, the title is two short lines, task names break onto two lines (no rotated labels
-    of unknown height), cells print 3 decimals, and the slider starts
-    :data:`AXIS_ROOM_PX` below the axis, inside a bottom margin that holds it.
-    """
-    fig.update_traces(texttemplate=AFFINITY_TEXT, selector=dict(type="heatmap"))
-    for axis in (fig.layout.xaxis, fig.layout.yaxis):
-        names = list(fig.data[0].x if axis is fig.layout.xaxis else fig.data[0].y)
-        axis.update(tickmode="array", tickvals=names, tickangle=0, automargin=True,
-                    ticktext=[name.replace(" ", "<br>") for name in names])
-    title_text = f"{title}<br><sup>{subtitle}</sup>"
-    bottom = AXIS_ROOM_PX + (SLIDER_ROOM_PX if slider else 0)
-    fig.update_layout(title=dict(text=title_text, x=0.5, xanchor="center"), autosize=True,
-                      width=None, height=HISTORY_HEIGHT_PX if slider else AFFINITY_HEIGHT_PX,
-                      margin=dict(t=TITLE_MARGIN_PX, b=bottom))
-    if slider:
-        fig.layout.sliders[0].update(y=0, yanchor="top", pad=dict(t=AXIS_ROOM_PX))
-        for frame in fig.frames:  # the frames' titles replace the layout's while animating
-            step = frame.name
-            frame.layout.title = dict(text=f"{title}<br><sup>{subtitle}, step {step}</sup>",
-                                      x=0.5, xanchor="center")
-
-
-def blank_figure(message: str) -> go.Figure:
-    """An empty plotly figure showing ``message`` (for views with nothing to plot)."""
-    fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(xaxis_visible=False, yaxis_visible=False, height=200)
-    return fig
-
-
-__all__ = ["DemoService", "PREDICT_OUTPUTS", "blank_figure"]
+__all__ = ["DemoService", "PREDICT_OUTPUTS"]

@@ -24,6 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
+import demo_app.figures as figures_module
 import demo_app.service as service_module
 from demo_app.panels import normals_key_html
 from demo_app.service import PREDICT_OUTPUTS, DemoService
@@ -237,12 +238,12 @@ def test_affinity_figures_fit_their_column(tmp_path):
     for fig in (heat, history):
         assert fig.layout.width is None and fig.layout.autosize  # follows the column
         assert "<br><sup>ckpts/hist" in fig.layout.title.text        # two short title lines
-        assert fig.layout.margin.t == service_module.TITLE_MARGIN_PX
+        assert fig.layout.margin.t == figures_module.TITLE_MARGIN_PX
         assert "Semantic<br>segmentation" in fig.layout.xaxis.ticktext and fig.layout.xaxis.tickangle == 0
     slider = history.layout.sliders[0]
     # The slider starts below the task names and the axis title, inside the bottom margin.
-    assert slider.pad.t == service_module.AXIS_ROOM_PX and slider.yanchor == "top"
-    assert history.layout.margin.b == service_module.AXIS_ROOM_PX + service_module.SLIDER_ROOM_PX
+    assert slider.pad.t == figures_module.AXIS_ROOM_PX and slider.yanchor == "top"
+    assert history.layout.margin.b == figures_module.AXIS_ROOM_PX + figures_module.SLIDER_ROOM_PX
     assert all("<br><sup>ckpts/hist, step" in f.layout.title.text for f in history.frames)
 
 
