@@ -64,10 +64,16 @@ def test_upload_and_predict_in_headless_chromium(demo_url, tmp_path):
             page.locator("#vt-predict").wait_for(state="visible", timeout=OUTPUT_TIMEOUT_MS)
             file_input = page.locator("#vt-upload input[type=file]")
             file_input.wait_for(state="attached", timeout=OUTPUT_TIMEOUT_MS)
+            uploaded = page.get_by_text("upload.png").first
             for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-                try:   # set_input_files itself timed out once on a loaded machine: retried too
+                # On a loaded machine either step can time out. A retry first looks whether the
+                # previous try's upload arrived late: the file input is gone once the file shows,
+                # and setting it again would wait for an element that no longer exists.
+                if uploaded.is_visible():
+                    break
+                try:
                     file_input.set_input_files(str(upload), timeout=UPLOAD_TIMEOUT_MS)
-                    page.get_by_text("upload.png").first.wait_for(timeout=UPLOAD_TIMEOUT_MS)
+                    uploaded.wait_for(timeout=UPLOAD_TIMEOUT_MS)
                     break
                 except PlaywrightTimeout:
                     if attempt == UPLOAD_ATTEMPTS:
