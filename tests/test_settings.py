@@ -17,6 +17,7 @@ import torch
 
 from vtagml_core.baselines.registry import METHOD_REVISIONS
 from vtagml_core.cli import main
+from vtagml_core.data import cache
 from vtagml_core.experiments.settings import build_context, run_setting, write_setting
 from vtagml_core.experiments.runs import RUN_INFO_FILE, RunSpec, key_config, run_dir, train_or_reuse
 from vtagml_core.experiments.seeds import parse_seeds, summarize
@@ -126,7 +127,7 @@ def test_settings_config_presets_overrides_and_errors(tmp_path, monkeypatch):
     from vtagml_core.train.pretrain import default_pretrained_path
 
     quick = load_settings_config(preset="quick")
-    assert quick.uda_target == "indoor_shift@appearance=0.2,lighting=0.2,camera=1,layout=1"
+    assert quick.uda_target == "indoor_shift@appearance=0.2,lighting=1,camera=1,layout=1"
     assert quick.task_sets == ["S-D", "S-D-N", "S-D-N-E"] and quick.remote_domains == ["street", "comic"]
     assert load_settings_config(preset="paper").adversarial.disc_channels == 64
     ctx = build_context("quick", overrides=TINY, root=tmp_path, store=tmp_path, methods=["vanilla_mtl"],
@@ -157,6 +158,7 @@ def test_mtl_table_shape_provenance_and_delta_m_equation(env, mtl_doc):
     assert [r["kind"] for r in doc["rows"]] == ["method", "reference", "trivial"]
     w = doc["where"]
     assert w["dataset"] == "synthetic/indoor" and w["resolution"] == "64x64" and w["seeds"] == [0]
+    assert w["generator"] == cache.GENERATOR_VERSION
     assert "test" in w["split"] and "RANDOM" in w["backbone"]
     # delta_m = mean over tasks of (-1)^l (M_mtl - M_stl) / M_stl * 100: mIoU up, RMSE down.
     miou, rmse = _cell(doc, "VTAGML", "S-D/seg")["mean"], _cell(doc, "VTAGML", "S-D/depth")["mean"]

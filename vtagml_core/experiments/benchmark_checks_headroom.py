@@ -172,7 +172,8 @@ def headroom_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# {doc['title']}", "",
              f"{doc['method']} trained on the row's source domain (source only) vs "
              f"{doc['method']} trained on the target (oracle), both scored on the target's test "
-             f"split ({first.get('split', '?')}), {first.get('resolution', '?')}, backbone "
+             f"split ({first.get('split', '?')}), synthetic generator v{first.get('generator', '?')}, "
+             f"{first.get('resolution', '?')}, backbone "
              f"{first.get('backbone', '?')}, seeds {doc['seeds']}; trivial predictors fitted on "
              f"{doc['trivial_fitted_on']}, one value. Metrics in the tables' units (% for "
              "fractions); r: mean ± half-width of the 95 % t interval over seeds.", "",

@@ -246,7 +246,8 @@ def where_line(doc: dict[str, Any]) -> str:
     else:
         spread = ("; every cell is one value (n=1): with no interval, no difference between rows "
                   "can be told from seed noise, so nothing is bold")
-    return (f"Measured on **{w['dataset']}**, split {w['split']}, resolution {w['resolution']}, "
+    generator = f" (generator v{w['generator']})" if "generator" in w else ""
+    return (f"Measured on **{w['dataset']}**{generator}, split {w['split']}, resolution {w['resolution']}, "
             f"backbone {w['backbone']}, {len(seeds)} seed(s) {seeds}, preset `{doc['preset']}`"
             + spread + ".")
 

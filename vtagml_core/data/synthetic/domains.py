@@ -105,8 +105,10 @@ INDOOR = DomainSpec(
         color_jitter=0.08, texture_frequency=(1.0, 3.0), texture_contrast=(0.15, 0.35),
         palette_overlap=PALETTE_OVERLAP,
     ),
+    # v4: light from any elevation at any ambient level, so a plane's brightness does not tell
+    # floor from wall from ceiling (docs/benchmark.md, the lighting lever; issue 15 item 2).
     lighting=LightingSpec(
-        ambient=(0.35, 0.55), intensity=(0.8, 1.0), elevation_deg=(50.0, 80.0),
+        ambient=(0.2, 0.7), intensity=(0.8, 1.0), elevation_deg=(10.0, 80.0),
         light_color=(255, 242, 217), depth_falloff=0.02, fog_density=0.0,
         sky_horizon=(200, 215, 230), sky_zenith=(90, 140, 210), noise_sigma=0.008,
     ),

@@ -283,10 +283,12 @@ class SettingContext:
         return f"{bb.name} ({bb.describe_weights()}, {state})"
 
     def where(self, domain: str, split: str = "test") -> dict[str, Any]:
-        """The provenance of a number: dataset, split, resolution, backbone, seeds."""
+        """The provenance of a number: dataset (and the renderer's version), split, resolution,
+        backbone, seeds."""
         d = self.cfg.data
         count = {"train": d.train_count, "val": d.val_count, "test": d.test_count}[split]
         return {"dataset": f"synthetic/{domain}", "split": f"{split} ({count} scenes)",
+                "generator": d.generator_stamp().get("data_generator", "unstamped"),
                 "resolution": f"{d.size}x{d.size}", "backbone": self.backbone_description(),
                 "seeds": list(self.seeds)}
 
