@@ -225,6 +225,21 @@ def test_load_checks_method_and_compares_configs_after_the_methods_transformatio
         load_model(folder, config=_cfg("S-D-N"))
 
 
+def test_load_ignores_where_the_backbone_weights_were_read_from(trained):
+    """A store imported into another cache names the same pretrained backbone at another path
+    (fine-tuning warm-starts from such a run): the checkpoint carries the backbone's tensors, so
+    the path is not compared; an architecture field still is."""
+    model, _, _, folder = trained["vtagml"]
+    elsewhere = _cfg("S-D")
+    elsewhere.backbone.weights = "/another/cache/backbones/swinv2_tiny_cpu-128-s0.safetensors"
+    loaded = load_model(folder, config=elsewhere, method="vtagml")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 model.state_dict().values()))
+    elsewhere.backbone.img_size = IMG * 2
+    with pytest.raises(ValueError, match="img_size: checkpoint"):
+        load_model(folder, config=elsewhere, method="vtagml")
+
+
 # --------------------------------------------------------------------------- architecture
 def test_vanilla_mtl_has_no_adapters_and_decodes_the_backbone_stage_maps(trained):
     model = trained["vanilla_mtl"][0]

@@ -199,9 +199,21 @@ def describe_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.
     return problems
 
 
+#: Config fields that say where weights were read from, not what the model is: the backbone's
+#: tensors travel inside the checkpoint's own weights file, and a run store moved to another
+#: machine or cache (``runs export`` / ``import``) has them at another path. The run store keys
+#: runs by the weights file's content (SHA-256), so compare_configs leaves these out.
+WEIGHT_LOCATORS: tuple[tuple[str, str], ...] = (("backbone", "weights"),)
+
+
 def compare_configs(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
+    """The fields in which two model configs differ, as ``"field: checkpoint x vs config y"``
+    lines (empty: the same model); :data:`WEIGHT_LOCATORS` are not compared."""
     diffs = []
     a, b = to_dict(saved), to_dict(wanted)
+    for tree in (a, b):
+        for section, field in WEIGHT_LOCATORS:
+            tree.get(section, {}).pop(field, None)
 
     def walk(x: Any, y: Any, where: str) -> None:
         if isinstance(x, dict) and isinstance(y, dict):
