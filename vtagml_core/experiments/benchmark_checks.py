@@ -168,7 +168,8 @@ def colour_check_markdown(doc: dict[str, Any]) -> str:
     from vtagml_core.experiments.tables import format_cell, format_value, markdown_table
 
     w, c = doc["where"], doc["colour_only"]
-    data = f"{w['dataset']} {w['split']}, {w['resolution']}, generator v{w.get('generator', '?')}"
+    generator = f", generator v{w['generator']}" if "generator" in w else ""
+    data = f"{w['dataset']} {w['split']}, {w['resolution']}{generator}"
     body = [[f"colour-only (RGB histogram Bayes, {c['levels']} levels/channel), fitted on "
              f"{doc['fitted_on']}", data, "none (one pixel's RGB)", "- (deterministic)",
              format_value(c["mIoU"], "mIoU")],

@@ -169,11 +169,11 @@ def headroom_markdown(doc: dict[str, Any]) -> str:
     header = ["setting", "source", "target", "tasks", "task (metric)", "trivial", "source only",
               "oracle", "r", "r per seed", f"r in [{low:g}, {high:g}]"]
     first = doc["rows"][0]["where"] if doc["rows"] else {}
+    generator = f"synthetic generator v{first['generator']}, " if "generator" in first else ""
     lines = [f"# {doc['title']}", "",
              f"{doc['method']} trained on the row's source domain (source only) vs "
              f"{doc['method']} trained on the target (oracle), both scored on the target's test "
-             f"split ({first.get('split', '?')}), synthetic generator v{first.get('generator', '?')}, "
-             f"{first.get('resolution', '?')}, backbone "
+             f"split ({first.get('split', '?')}), {generator}{first.get('resolution', '?')}, backbone "
              f"{first.get('backbone', '?')}, seeds {doc['seeds']}; trivial predictors fitted on "
              f"{doc['trivial_fitted_on']}, one value. Metrics in the tables' units (% for "
              "fractions); r: mean ± half-width of the 95 % t interval over seeds.", "",

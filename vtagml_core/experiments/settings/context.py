@@ -287,8 +287,9 @@ class SettingContext:
         backbone, seeds."""
         d = self.cfg.data
         count = {"train": d.train_count, "val": d.val_count, "test": d.test_count}[split]
+        stamp = d.generator_stamp()  # empty for real data
         return {"dataset": f"synthetic/{domain}", "split": f"{split} ({count} scenes)",
-                "generator": d.generator_stamp().get("data_generator", "unstamped"),
+                **({"generator": stamp["data_generator"]} if stamp else {}),
                 "resolution": f"{d.size}x{d.size}", "backbone": self.backbone_description(),
                 "seeds": list(self.seeds)}
 
