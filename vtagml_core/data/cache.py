@@ -60,8 +60,7 @@ from .synthetic.shift import seed_domain_name, shift_info
 
 log = logging.getLogger(__name__)
 
-#: Bump whenever the renderer's output changes (v3: overlapping palettes, severity-wide pretext;
-#: v4: indoor light from any elevation 10-80 deg, ambient 0.2-0.7, so shading no longer names a plane).
+#: Bump whenever the renderer's output changes (v4: indoor lit from any elevation; docs/benchmark.md).
 GENERATOR_VERSION: str = "4"
 #: Split names. Each gets its own seed stream (its index is part of the spawn key).
 SPLITS: tuple[str, ...] = ("train", "val", "test", "pretext")
