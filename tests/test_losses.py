@@ -11,6 +11,7 @@ from vtagml_core.tasks import IGNORE_INDEX
 from vtagml_core.train.losses import (
     DEPTH_LOSSES,
     EDGE_LOSSES,
+    NORMALS_LOSSES,
     MultiTaskLoss,
     berhu_loss,
     check_finite,
@@ -19,7 +20,9 @@ from vtagml_core.train.losses import (
     depth_l1_loss,
     edge_l1_loss,
     edge_weighted_bce_loss,
+    normals_cosine_loss,
     normals_l1_loss,
+    normals_unit_l1_loss,
     seg_loss,
 )
 
@@ -174,15 +177,42 @@ def test_class_pixel_counts_skips_ignore():
 # ----------------------------------------------------------------------------- normals / edges
 
 
-def test_normals_loss_normalises_prediction_and_masks(gen):
+def test_normals_cosine_loss_is_one_minus_cos_of_the_angle(gen):
     batch = _batch(gen)
     target, valid = batch["normals"], batch["valid"]
-    # A correctly oriented prediction of any length has zero loss.
-    assert normals_l1_loss(3.7 * target, target, valid).item() == pytest.approx(0.0, abs=1e-6)
+    # Along the target at any length: 0; the opposite direction: 2 (cos = -1).
+    assert normals_cosine_loss(3.7 * target, target, valid).item() == pytest.approx(0.0, abs=1e-6)
+    assert normals_cosine_loss(-0.5 * target, target, valid).item() == pytest.approx(2.0, abs=1e-6)
+    # A perpendicular prediction: cos = 0, loss 1.
+    perpendicular = torch.cross(target, torch.randn(B, 3, H, W, generator=gen), dim=1)
+    assert normals_cosine_loss(perpendicular, target, valid).item() == pytest.approx(1.0, abs=1e-5)
     raw = torch.randn(B, 3, H, W, generator=gen)
-    diff = (F.normalize(raw, dim=1) - target).abs()  # (B, 3, H, W)
-    expected = diff[valid.expand_as(diff)].mean()
-    assert torch.allclose(normals_l1_loss(raw, target, valid), expected)
+    cos = (F.normalize(raw, dim=1) * target).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+    assert torch.allclose(normals_cosine_loss(raw, target, valid), (1 - cos)[valid].mean())
+
+
+def test_normals_l1_losses_raw_and_unit(gen):
+    batch = _batch(gen)
+    target, valid = batch["normals"], batch["valid"]
+    raw = torch.randn(B, 3, H, W, generator=gen)
+    mask = valid.expand_as(raw)
+    # "l1": the raw output itself must be the unit normal, so a longer vector costs.
+    assert torch.allclose(normals_l1_loss(raw, target, valid), (raw - target).abs()[mask].mean())
+    assert normals_l1_loss(2.0 * target, target, valid).item() > 0.1
+    # "l1_unit": the prediction is normalised first, so any length along the target costs 0.
+    assert normals_unit_l1_loss(3.7 * target, target, valid).item() == pytest.approx(0.0, abs=1e-6)
+    expected = (F.normalize(raw, dim=1) - target).abs()[mask].mean()
+    assert torch.allclose(normals_unit_l1_loss(raw, target, valid), expected)
+
+
+def test_multitask_loss_picks_the_normals_loss_by_name(gen):
+    out, batch = _outputs(gen), _batch(gen)
+    for name, fn in NORMALS_LOSSES.items():
+        _, per_task = MultiTaskLoss("S-D-N", normals_loss=name)(out, batch)
+        assert torch.allclose(per_task["normals"], fn(out["normals"], batch["normals"], batch["valid"]))
+    _, default = MultiTaskLoss("S-D-N")(out, batch)
+    assert torch.allclose(default["normals"], normals_cosine_loss(out["normals"], batch["normals"],
+                                                                  batch["valid"]))
 
 
 def test_edge_l1_is_mean_abs_of_sigmoid(gen):
@@ -234,6 +264,8 @@ def test_unknown_loss_names_list_valid_ones():
         MultiTaskLoss("S-D", depth_loss="rotated")
     with pytest.raises(ValueError, match="valid: l1, weighted_bce"):
         MultiTaskLoss("S-D-N-E", edge_loss="bce")
+    with pytest.raises(ValueError, match="unknown normals loss 'l2'; valid: cosine, l1, l1_unit"):
+        MultiTaskLoss("S-D-N", normals_loss="l2")
     assert set(DEPTH_LOSSES) == {"l1", "berhu"} and set(EDGE_LOSSES) == {"l1", "weighted_bce"}
 
 

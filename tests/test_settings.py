@@ -8,6 +8,7 @@ All settings share one runs root (module fixture), as they do on the command lin
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -108,6 +109,13 @@ def test_run_key_follows_what_changes_the_numbers(env, tmp_path, monkeypatch):
     weights.write_bytes(b"two!")                               # same path, other bytes: other key
     assert key_config(cfg, 0)["model"]["backbone"]["weights"] != first
     assert set(first) == {"sha256"}
+    # A task's own loss option keys only the runs that have that task.
+    cfg.model.tasks = "S-D"
+    other = copy.deepcopy(cfg)
+    other.train.normals_loss = "l1_unit"
+    assert key_config(other, 0) == key_config(cfg, 0)                  # this model has no normals
+    cfg.model.tasks = other.model.tasks = "S-D-N"
+    assert key_config(other, 0) != key_config(cfg, 0)
 
 
 def test_summarize_and_seed_parsing_give_known_answers():

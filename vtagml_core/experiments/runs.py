@@ -14,8 +14,8 @@ lists it (:mod:`vtagml_core.experiments.store_catalog`), exports and imports it
 the canonical JSON (sorted keys) of::
 
     {"config": resolved KitConfig (train.seed = the seed; fields that cannot change the
-               numbers left out: NON_KEY_FIELDS; the backbone weights file replaced by the
-               SHA-256 of its bytes),
+               numbers left out: NON_KEY_FIELDS, and TASK_KEY_FIELDS of tasks the model does
+               not have; the backbone weights file replaced by the SHA-256 of its bytes),
      "method": ..., "seed": ..., "loss_tasks": [...], "val_tasks": [...],
      "init_from": key of the run whose best model it starts from (or null),
      "extra": setting-specific inputs (e.g. the UDA target domain and adversarial config),
@@ -72,6 +72,11 @@ EVALS_SUBDIR: str = "evals"
 #: pretext split only pretrains the backbone, whose weights enter the key by their hash).
 NON_KEY_FIELDS: frozenset[str] = RESUME_MAY_DIFFER | frozenset(
     {"train.device", "data.test_count", "data.pretext_count"})
+#: Config fields that only matter to one task, left out of the key of a model without that
+#: task: a run without normals trains the same whatever ``train.normals_loss`` says. (Only the
+#: fields added after runs existed are listed; ``depth_loss`` and ``edge_loss`` stay in every
+#: key so that the runs stored before this rule keep theirs.)
+TASK_KEY_FIELDS: dict[str, tuple[str, ...]] = {"normals": ("train.normals_loss",)}
 #: Bytes read at a time while hashing a weights file.
 _HASH_CHUNK: int = 1 << 20
 
@@ -108,6 +113,10 @@ def key_config(cfg: KitConfig, seed: int) -> dict:
     tree["train"]["seed"] = int(seed)
     for name in NON_KEY_FIELDS:
         _drop(tree, name)
+    tasks = parse_tasks(cfg.model.tasks)
+    for task, names in TASK_KEY_FIELDS.items():
+        for name in names if task not in tasks else ():
+            _drop(tree, name)
     weights = tree["model"]["backbone"].get("weights")
     if weights:
         tree["model"]["backbone"]["weights"] = {"sha256": file_digest(weights)}

@@ -42,7 +42,8 @@ class TrainConfig:
         class_weight_power: segmentation CE weights ~ frequency^-power, counted on the train
             split (0 disables; 0.5 was measured as essential on the synthetic classes, see
             ``docs/benchmark.md``).
-        depth_loss, edge_loss: see :mod:`vtagml_core.train.losses`.
+        depth_loss, edge_loss, normals_loss: see :mod:`vtagml_core.train.losses`
+            (``normals_loss`` is left out of the run key of a model without normals).
         task_weights: lambda_t per task (missing tasks: 1).
         balancer: how the task losses become one update (:mod:`vtagml_core.train.balancing`):
             ``equal`` (the paper's sum), ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad`` or
@@ -75,6 +76,7 @@ class TrainConfig:
     class_weight_power: float = 0.5
     depth_loss: str = "l1"
     edge_loss: str = "l1"
+    normals_loss: str = "cosine"
     task_weights: dict[str, float] = field(default_factory=dict)
     balancer: str = "equal"
     balancer_options: dict[str, float] = field(default_factory=dict)

@@ -96,7 +96,8 @@ def build_task_loss(tc: TrainConfig, loss_tasks: tuple[str, ...], train_set: Dat
             counts += class_pixel_counts(batch["seg"], num_classes)
         weights = class_weights_from_frequencies(counts, tc.class_weight_power)
     lambdas = {t: w for t, w in tc.task_weights.items() if t in loss_tasks}
-    return MultiTaskLoss(loss_tasks, lambdas or None, tc.depth_loss, tc.edge_loss, weights)
+    return MultiTaskLoss(loss_tasks, lambdas or None, tc.depth_loss, tc.edge_loss, weights,
+                         normals_loss=tc.normals_loss)
 
 
 def check_weighted_objective(tc: TrainConfig, model: nn.Module) -> None:
