@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vtagml_core.tasks import IGNORE_INDEX
+from vtagml_core.train.class_weights import class_pixel_counts, class_weights_from_frequencies
 from vtagml_core.train.losses import (
     DEPTH_LOSSES,
     EDGE_LOSSES,
@@ -15,8 +16,6 @@ from vtagml_core.train.losses import (
     MultiTaskLoss,
     berhu_loss,
     check_finite,
-    class_pixel_counts,
-    class_weights_from_frequencies,
     depth_l1_loss,
     edge_l1_loss,
     edge_weighted_bce_loss,

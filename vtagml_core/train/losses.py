@@ -4,7 +4,7 @@ The paper trains with "a linear combination of the task losses": cross-entropy f
 segmentation, a depth loss, and L1 for surface normals and 2-D edges. Here:
 
 - **seg**: cross-entropy ignoring :data:`~vtagml_core.tasks.IGNORE_INDEX` pixels, optionally
-  class-weighted (:func:`class_weights_from_frequencies`; docs/benchmark.md found 1/sqrt(frequency)
+  class-weighted (:func:`~vtagml_core.train.class_weights.class_weights_from_frequencies`; docs/benchmark.md found 1/sqrt(frequency)
   weighting essential on the synthetic benchmark).
 - **depth**: L1 over valid pixels (default). The paper cites a "rotated loss" without defining
   it; the official VTAGML code trains depth with berHu (reverse Huber, Laina et al., "Deeper
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -44,13 +43,6 @@ BERHU_THRESHOLD_FRACTION: float = 0.2
 
 #: Lower bound on berHu's c, so a batch with all residuals 0 does not divide by 0.
 BERHU_MIN_C: float = 1e-6
-
-#: Default exponent of :func:`class_weights_from_frequencies`: weight ~ frequency^-0.5.
-CLASS_WEIGHT_POWER: float = 0.5
-
-#: Weight given to classes whose frequency is 0 (see :func:`class_weights_from_frequencies`).
-ABSENT_CLASS_WEIGHT: float = 1.0
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -104,56 +96,6 @@ def normals_valid_mask(target: Tensor, valid: Tensor | None = None) -> Tensor:
 
 
 # --------------------------------------------------------------------------- segmentation
-
-
-def class_pixel_counts(seg: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Count labelled pixels per class in a label map of any shape -> int64 (K,).
-
-    Sum these over the training split and pass them to :func:`class_weights_from_frequencies`.
-    """
-    labels = seg[seg != ignore_index].long()
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"seg labels must be in [0, {num_classes}) or {ignore_index}; found values "
-            f"{labels.min().item()}..{labels.max().item()}"
-        )
-    return torch.bincount(labels.flatten(), minlength=num_classes)
-
-
-def class_weights_from_frequencies(
-    freq: Tensor | np.ndarray | Sequence[float], power: float = CLASS_WEIGHT_POWER
-) -> Tensor:
-    """Per-class cross-entropy weights ``w_k ~ freq_k^-power`` with mean 1 over present classes.
-
-    ``power=0.5`` is the 1/sqrt(frequency) weighting of docs/benchmark.md; ``power=1`` is
-    inverse frequency, ``power=0`` gives uniform weights. Counts or fractions both work (only
-    ratios matter).
-
-    Classes with frequency 0 get :data:`ABSENT_CLASS_WEIGHT` (= 1, the mean weight), not 0:
-    a class missing from the counted pixels may still appear in a training batch, and a weight
-    of 0 would silently drop it from the loss.
-
-    Args:
-        freq: (K,) non-negative pixel counts or fractions, at least one > 0.
-        power: exponent >= 0.
-
-    Returns:
-        float32 tensor (K,).
-    """
-    f = torch.as_tensor(np.asarray(freq, dtype=np.float64))
-    if f.dim() != 1:
-        raise ValueError(f"freq must be a 1-D (K,) array of class frequencies, got shape {tuple(f.shape)}")
-    if not torch.isfinite(f).all() or (f < 0).any():
-        raise ValueError(f"class frequencies must be finite and >= 0, got {f.tolist()}")
-    if power < 0:
-        raise ValueError(f"power must be >= 0 (rarer classes get larger weights), got {power}")
-    present = f > 0
-    if not present.any():
-        raise ValueError("all class frequencies are 0: count pixels over a non-empty split first")
-    weights = torch.full_like(f, ABSENT_CLASS_WEIGHT)
-    raw = f[present] ** (-power)
-    weights[present] = raw / raw.mean()
-    return weights.float()
 
 
 def seg_loss(
@@ -239,15 +181,20 @@ def berhu_loss(
 # --------------------------------------------------------------------------- normals
 
 
+def _normals_pair(raw: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Check a normals (raw, target) pair; return the target zeroed where invalid and the mask."""
+    _check_dense_pair("normals", raw, target, 3)
+    mask = normals_valid_mask(target, valid)
+    return torch.where(mask, target, torch.zeros_like(target)), mask
+
+
 def normals_cosine_loss(raw: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
     """``1 - cos(angle)`` between the unit-normalised prediction and the target, mean over valid pixels.
 
     raw: unnormalised head output (B, 3, H, W); target: unit normals (B, 3, H, W), 0 where invalid.
     Equals 0 for a prediction along the target, 1 for a perpendicular one, 2 for the opposite.
     """
-    _check_dense_pair("normals", raw, target, 3)
-    mask = normals_valid_mask(target, valid)
-    target = torch.where(mask, target, torch.zeros_like(target))
+    target, mask = _normals_pair(raw, target, valid)
     cos = (to_prediction("normals", raw) * target).sum(dim=1, keepdim=True)  # (B, 1, H, W)
     return _masked_mean(1.0 - cos, mask)
 
@@ -258,9 +205,7 @@ def normals_l1_loss(raw: Tensor, target: Tensor, valid: Tensor | None = None) ->
     The head learns unit vectors itself; predictions are normalised only when scored.
     raw: (B, 3, H, W); target: unit normals (B, 3, H, W), 0 where invalid.
     """
-    _check_dense_pair("normals", raw, target, 3)
-    mask = normals_valid_mask(target, valid)
-    target = torch.where(mask, target, torch.zeros_like(target))
+    target, mask = _normals_pair(raw, target, valid)
     return _masked_mean((raw - target).abs(), mask)
 
 
@@ -269,9 +214,7 @@ def normals_unit_l1_loss(raw: Tensor, target: Tensor, valid: Tensor | None = Non
 
     raw: unnormalised head output (B, 3, H, W); target: unit normals (B, 3, H, W), 0 where invalid.
     """
-    _check_dense_pair("normals", raw, target, 3)
-    mask = normals_valid_mask(target, valid)
-    target = torch.where(mask, target, torch.zeros_like(target))
+    target, mask = _normals_pair(raw, target, valid)
     return _masked_mean((to_prediction("normals", raw) - target).abs(), mask)
 
 
@@ -308,7 +251,6 @@ DEPTH_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
     "berhu": berhu_loss,
 }
 
-#: Edge loss by name: ``f(logits, target) -> scalar``.
 #: Normals loss by name: ``f(raw, target, valid) -> scalar``.
 NORMALS_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
     "cosine": normals_cosine_loss,
@@ -316,6 +258,7 @@ NORMALS_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
     "l1_unit": normals_unit_l1_loss,
 }
 
+#: Edge loss by name: ``f(logits, target) -> scalar``.
 EDGE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "l1": edge_l1_loss,
     "weighted_bce": edge_weighted_bce_loss,

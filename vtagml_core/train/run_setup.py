@@ -30,7 +30,8 @@ from vtagml_core.train.config import KitConfig, TrainConfig
 
 from .balancing import Balancer, build_balancer
 from .distributed import DistContext, barrier
-from .losses import MultiTaskLoss, class_pixel_counts, class_weights_from_frequencies
+from .class_weights import class_pixel_counts, class_weights_from_frequencies
+from .losses import MultiTaskLoss
 from .pretrain import resolve_backbone_weights
 from .state import backbone_frozen
 
