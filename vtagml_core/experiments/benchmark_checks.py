@@ -165,10 +165,10 @@ def colour_check(ctx, tasks: str | None = None) -> dict[str, Any]:
 
 def colour_check_markdown(doc: dict[str, Any]) -> str:
     """The check as a labelled markdown table plus its verdict line."""
-    from vtagml_core.experiments.tables import format_cell, format_value, markdown_table
+    from vtagml_core.experiments.tables import format_cell, format_value, generator_text, markdown_table
 
     w, c = doc["where"], doc["colour_only"]
-    generator = f", generator v{w['generator']}" if "generator" in w else ""
+    generator = f", {generator_text(w)}" if generator_text(w) else ""
     data = f"{w['dataset']} {w['split']}, {w['resolution']}{generator}"
     body = [[f"colour-only (RGB histogram Bayes, {c['levels']} levels/channel), fitted on "
              f"{doc['fitted_on']}", data, "none (one pixel's RGB)", "- (deterministic)",

@@ -154,7 +154,7 @@ def _r_text(r: dict[str, Any], remote: bool = False) -> tuple[str, str, str]:
 
 def headroom_markdown(doc: dict[str, Any]) -> str:
     """The r table (one row per setting x task) with its provenance lines."""
-    from vtagml_core.experiments.tables import format_cell, format_value, markdown_table
+    from vtagml_core.experiments.tables import format_cell, format_value, generator_text, markdown_table
 
     low, high = doc["band"]
     body = []
@@ -169,7 +169,7 @@ def headroom_markdown(doc: dict[str, Any]) -> str:
     header = ["setting", "source", "target", "tasks", "task (metric)", "trivial", "source only",
               "oracle", "r", "r per seed", f"r in [{low:g}, {high:g}]"]
     first = doc["rows"][0]["where"] if doc["rows"] else {}
-    generator = f"synthetic generator v{first['generator']}, " if "generator" in first else ""
+    generator = f"synthetic {generator_text(first)}, " if generator_text(first) else ""
     lines = [f"# {doc['title']}", "",
              f"{doc['method']} trained on the row's source domain (source only) vs "
              f"{doc['method']} trained on the target (oracle), both scored on the target's test "

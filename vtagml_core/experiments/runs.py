@@ -114,9 +114,8 @@ def key_config(cfg: KitConfig, seed: int) -> dict:
     for name in NON_KEY_FIELDS:
         _drop(tree, name)
     tasks = parse_tasks(cfg.model.tasks)
-    for task, names in TASK_KEY_FIELDS.items():
-        for name in names if task not in tasks else ():
-            _drop(tree, name)
+    for name in (n for task, names in TASK_KEY_FIELDS.items() if task not in tasks for n in names):
+        _drop(tree, name)
     weights = tree["model"]["backbone"].get("weights")
     if weights:
         tree["model"]["backbone"]["weights"] = {"sha256": file_digest(weights)}

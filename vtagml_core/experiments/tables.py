@@ -236,6 +236,11 @@ def cell_counts(doc: dict[str, Any]) -> set[int]:
             if metric.get(key) not in EXACT_METRICS}
 
 
+def generator_text(where: dict[str, Any]) -> str:
+    """``"generator v4"`` for a ``where`` dict of stamped synthetic data, ``""`` otherwise."""
+    return f"generator v{where['generator']}" if "generator" in where else ""
+
+
 def where_line(doc: dict[str, Any]) -> str:
     """The provenance line: dataset, split, resolution, backbone, seeds, preset, what a cell is."""
     w = doc["where"]
@@ -246,7 +251,7 @@ def where_line(doc: dict[str, Any]) -> str:
     else:
         spread = ("; every cell is one value (n=1): with no interval, no difference between rows "
                   "can be told from seed noise, so nothing is bold")
-    generator = f" (generator v{w['generator']})" if "generator" in w else ""
+    generator = f" ({generator_text(w)})" if generator_text(w) else ""
     return (f"Measured on **{w['dataset']}**{generator}, split {w['split']}, resolution {w['resolution']}, "
             f"backbone {w['backbone']}, {len(seeds)} seed(s) {seeds}, preset `{doc['preset']}`"
             + spread + ".")
