@@ -11,8 +11,8 @@ import pytest
 
 from vtagml_core.experiments import paper_numbers as pn
 from vtagml_core.experiments.seeds import summarize
-from vtagml_core.experiments.tables import (best_rows, collect, format_cell, markdown_table, paper_block,
-                                     setting_figure, setting_markdown, write_tables)
+from vtagml_core.experiments.tables import best_rows, collect, paper_block, setting_figure, setting_markdown, write_tables
+from vtagml_core.experiments.formatting import format_cell, markdown_table
 
 
 def _doc(setting: str = "mtl", seeds=(0,)) -> dict:

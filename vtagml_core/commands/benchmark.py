@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.check == "palette-overlap":
         from vtagml_core.experiments.benchmark_checks import COLOUR_LEVELS, palette_overlap_sweep
-        from vtagml_core.experiments.tables import format_value, markdown_table
+        from vtagml_core.experiments.formatting import format_value, markdown_table
 
         changes = []
         for item in args.spec_set:

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def metric_table(metrics: dict[str, dict[str, float]]) -> str:
     """A markdown table: one row per task, its metrics in the tables' formats (% for fractions)."""
-    from vtagml_core.experiments.tables import format_value, markdown_table
+    from vtagml_core.experiments.formatting import format_value, markdown_table
     from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 
     body = []

@@ -16,7 +16,7 @@ from vtagml_core.tasks import TASK_TITLES
 def matrix_markdown(matrix: list[list[float]], tasks: Sequence[str], caption: str, digits: int = 3) -> str:
     """A ``[target t, source n]`` matrix as a markdown table (rows targets, columns sources),
     ``digits`` significant digits (lookahead values are small)."""
-    from vtagml_core.experiments.tables import markdown_table
+    from vtagml_core.experiments.formatting import markdown_table
 
     names = [TASK_TITLES.get(t, t) for t in tasks]
     body = [[f"**{names[i]}**", *[("—" if i == j else f"{v:.{digits}g}") for j, v in enumerate(r)]]

@@ -165,7 +165,7 @@ def colour_check(ctx, tasks: str | None = None) -> dict[str, Any]:
 
 def colour_check_markdown(doc: dict[str, Any]) -> str:
     """The check as a labelled markdown table plus its verdict line."""
-    from vtagml_core.experiments.tables import format_cell, format_value, generator_text, markdown_table
+    from vtagml_core.experiments.formatting import format_cell, format_value, generator_text, markdown_table
 
     w, c = doc["where"], doc["colour_only"]
     generator = f", {generator_text(w)}" if generator_text(w) else ""

@@ -154,7 +154,7 @@ def _r_text(r: dict[str, Any], remote: bool = False) -> tuple[str, str, str]:
 
 def headroom_markdown(doc: dict[str, Any]) -> str:
     """The r table (one row per setting x task) with its provenance lines."""
-    from vtagml_core.experiments.tables import format_cell, format_value, generator_text, markdown_table
+    from vtagml_core.experiments.formatting import format_cell, format_value, generator_text, markdown_table
 
     low, high = doc["band"]
     body = []

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vtagml_core.experiments.stats import BETTER, WORSE, Comparison, gap_share
-from vtagml_core.experiments.tables import (TABLE_OF, compare_cells, format_difference, format_value,
-                                            markdown_table)
+from vtagml_core.experiments.tables import TABLE_OF, compare_cells
+from vtagml_core.experiments.formatting import format_difference, format_value, markdown_table
 
 #: Verdicts of a claim.
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"

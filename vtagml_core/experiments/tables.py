@@ -18,20 +18,19 @@ split, resolution, backbone, seeds). Output per setting:
    (:mod:`vtagml_core.experiments.paper_numbers`): real datasets and a Swin-B backbone, for orientation,
    not comparison.
 
-Number formats (:data:`FORMATS`): mIoU, odsF and other fractions as percent with 2 decimals (as
-the paper prints them), depth RMSE with 3 decimals, angles with 2, delta_m signed, parameters in
-millions, seconds with 2 decimals. Parameter counts are exact (:data:`EXACT_METRICS`): no n,
-no interval, never bold.
+How a number prints (scale, decimals, the cell's interval) is
+:mod:`vtagml_core.experiments.formatting`; parameter counts are exact there, and never bold here.
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from vtagml_core.metrics.multitask import FRACTION_METRICS
-from vtagml_core.experiments.stats import BETTER, CONFIDENCE, Comparison, Interval, compare, mean_ci
+from vtagml_core.experiments.formatting import (CE_METRIC, EMPTY, EXACT_METRICS, finite_cell,
+                                                format_cell, format_difference, generator_text,
+                                                markdown_table)
+from vtagml_core.experiments.stats import BETTER, CONFIDENCE, Comparison, compare
 from vtagml_core.experiments.paper_numbers import NOT_IN_MAIN_TEXT, PAPER_CONDITIONS, PaperTable, paper_tables
 
 #: Paper table of each setting, in the paper's order.
@@ -39,86 +38,12 @@ TABLE_OF: dict[str, str] = {"mtl": "Table 2", "zeroshot": "Table 3", "uda": "Tab
                             "novel": "Table 5", "efficiency": "Table 6"}
 #: Settings with no table in the paper, listed after the paper's (own markdown, no paper block).
 EXTRA_SETTINGS: tuple[str, ...] = ("robustness",)
-#: Metric name of the robustness setting's corruption-error columns (CE and mCE, in %).
-CE_METRIC: str = "ce"
-#: metric -> (scale, decimals, signed). Fractions not listed here print as percent, 2 decimals.
-FORMATS: dict[str, tuple[float, int, bool]] = {
-    "rmse": (1.0, 3, False), "mae": (1.0, 3, False), "abs_rel": (1.0, 3, False),
-    "mean": (1.0, 2, False), "median": (1.0, 2, False), "delta_m": (1.0, 2, True),
-    "params": (1e-6, 3, False), "seconds": (1.0, 2, False), "ratio": (1.0, 2, False),
-    CE_METRIC: (1.0, 2, False)}
-#: Scale and decimals of fraction metrics (printed in percent).
-PERCENT_FORMAT: tuple[float, int, bool] = (100.0, 2, False)
-#: Format of a metric with no entry (a plain number).
-DEFAULT_FORMAT: tuple[float, int, bool] = (1.0, 4, False)
-#: Text of an empty cell.
-EMPTY = "—"
-#: Metrics that are counts, not measurements: printed plainly, never compared or bold.
-EXACT_METRICS: tuple[str, ...] = ("params",)
 #: Method of the row every other row is compared with, and (ablations) its stand-in.
 REFERENCE_METHODS: tuple[str, ...] = ("vtagml", "full")
 #: Row kinds left out of the paired differences (fitted once, no seeds).
 UNPAIRED_KINDS: tuple[str, ...] = ("trivial",)
 #: Pixels per plotly table row, and per table header/title.
 ROW_PX, TABLE_PAD_PX = 28, 90
-
-
-def metric_format(metric: str) -> tuple[float, int, bool]:
-    if metric in FORMATS:
-        return FORMATS[metric]
-    return PERCENT_FORMAT if metric in FRACTION_METRICS else DEFAULT_FORMAT
-
-
-def format_value(value: float, metric: str) -> str:
-    scale, digits, signed = metric_format(metric)
-    return f"{value * scale:{'+' if signed else ''}.{digits}f}"
-
-
-def cell_interval(stat: dict[str, Any], confidence: float = CONFIDENCE) -> Interval:
-    """The confidence interval of a cell, from its per-seed ``values`` (older documents without
-    them: the mean alone, no interval)."""
-    values = stat.get("values")
-    if values:
-        return mean_ci(values, confidence)
-    return Interval(float(stat["mean"]), None, None, int(stat.get("n", 1)), float(stat.get("std", 0.0)))
-
-
-def _finite(stat: dict[str, Any]) -> bool:
-    return all(math.isfinite(float(v)) for v in stat.get("values") or [stat["mean"]])
-
-
-def format_cell(stat: dict[str, Any] | None, metric: str) -> str:
-    """``"52.46 ± 2.98 (n=3)"`` (± the half-width of the 95 % t interval), ``"52.46 (n=1)"`` for
-    one seed, a count as it is (:data:`EXACT_METRICS`), :data:`EMPTY` for no value."""
-    if stat is None:
-        return EMPTY
-    text = format_value(stat["mean"], metric)
-    if metric in EXACT_METRICS:
-        return text
-    if not _finite(stat):
-        return f"{text} (n={stat.get('n', 1)}, not finite)"
-    ci = cell_interval(stat)
-    if ci.has_interval:
-        scale, digits, _ = metric_format(metric)
-        text += f" ± {ci.half_width * scale:.{digits}f}"
-    return f"{text} (n={ci.n})"
-
-
-def format_difference(diff: Interval, metric: str) -> str:
-    """A paired difference: ``"+1.20 [+0.40, +2.00] (n=3)"``, or ``"+1.20 (n=1)"`` (no interval)."""
-    scale, digits, _ = metric_format(metric)
-    text = f"{diff.mean * scale:+.{digits}f}"
-    if not diff.has_interval:
-        return f"{text} (n={diff.n})"
-    return f"{text} [{diff.low * scale:+.{digits}f}, {diff.high * scale:+.{digits}f}] (n={diff.n})"
-
-
-def markdown_table(header: list[str], body: list[list[str]], align: list[str] | None = None) -> str:
-    """A GitHub markdown table; ``align`` per column: ``"l"`` or ``"r"`` (default: l, then r)."""
-    align = align or ["l"] + ["r"] * (len(header) - 1)
-    rule = ["---" if a == "l" else "---:" for a in align]
-    lines = [header, rule, *body]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 def ranked_columns(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -133,7 +58,7 @@ def compare_cells(a: dict[str, Any] | None, b: dict[str, Any] | None,
     is missing, has no per-seed values, a different number of them, or a non-finite one)."""
     if a is None or b is None or not a.get("values") or not b.get("values"):
         return None
-    if len(a["values"]) != len(b["values"]) or not (_finite(a) and _finite(b)):
+    if len(a["values"]) != len(b["values"]) or not (finite_cell(a) and finite_cell(b)):
         return None
     return compare(a["values"], b["values"], lower_is_better)
 
@@ -234,11 +159,6 @@ def cell_counts(doc: dict[str, Any]) -> set[int]:
     metric = {c["key"]: c["metric"] for c in doc["columns"]}
     return {int(cell.get("n", 1)) for r in doc["rows"] for key, cell in r["cells"].items()
             if metric.get(key) not in EXACT_METRICS}
-
-
-def generator_text(where: dict[str, Any]) -> str:
-    """``"generator v4"`` for a ``where`` dict of stamped synthetic data, ``""`` otherwise."""
-    return f"generator v{where['generator']}" if "generator" in where else ""
 
 
 def where_line(doc: dict[str, Any]) -> str:
@@ -400,7 +320,7 @@ def write_tables(results_dir: str | Path, out: str | Path) -> tuple[Path, Path]:
     return md, html
 
 
-__all__ = ["EXACT_METRICS", "EXTRA_SETTINGS", "FORMATS", "TABLE_OF", "best_rows", "cell_interval", "collect", "compare_cells",
-           "difference_lines", "differences_to_reference", "format_cell", "format_difference", "format_value",
-           "markdown_table", "ranked_columns", "reference_row", "paper_block", "paper_markdown", "paper_value", "setting_figure", "setting_markdown",
-           "tables_markdown", "write_tables"]
+__all__ = ["EXTRA_SETTINGS", "TABLE_OF", "best_rows", "collect", "compare_cells", "difference_lines",
+           "differences_to_reference", "measured_rows", "measured_section", "ranked_columns", "reference_row",
+           "paper_block", "paper_markdown", "paper_value", "robustness_markdown", "setting_figure",
+           "setting_markdown", "tables_markdown", "where_line", "write_tables"]

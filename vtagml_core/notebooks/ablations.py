@@ -154,7 +154,8 @@ def run_ablations(ctx: SettingContext, names: Sequence[str] | None = None,
 
 def ablation_markdown(doc: dict[str, Any]) -> str:
     """The ablation document as markdown: provenance, the table (best per column in bold), notes."""
-    from vtagml_core.experiments.tables import best_rows, markdown_table, measured_rows, where_line
+    from vtagml_core.experiments.tables import best_rows, measured_rows, where_line
+    from vtagml_core.experiments.formatting import markdown_table
 
     header, body = measured_rows(doc)
     best = best_rows({**doc, "rows": [{**r, "kind": "method"} for r in doc["rows"]]})

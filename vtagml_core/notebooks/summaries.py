@@ -26,7 +26,8 @@ from typing import Any, Mapping, Sequence
 from vtagml_core.experiments.stats import (ABOVE_CHANCE, AT_CHANCE, BELOW_CHANCE, BETTER, CHANCE_REL_TOLERANCE,
                                            NO_DIFFERENCE, NO_INTERVAL, WORSE, Comparison, binary_chance_bce,
                                            chance_position, gap_share, mean_ci, unpaired_difference)
-from vtagml_core.experiments.tables import (compare_cells, format_difference, format_value, ranked_columns)
+from vtagml_core.experiments.tables import compare_cells, ranked_columns
+from vtagml_core.experiments.formatting import format_difference, format_value
 
 #: Fraction of a run's steps in the first / last window of :func:`trend_sentence` and
 #: :func:`discriminator_sentence` (the last tenth: per-step losses are noisy).

@@ -16,7 +16,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vtagml_core.experiments.tables import metric_format
+from vtagml_core.experiments.formatting import metric_format
 from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 
 #: Height of one row of panels, and the room for the title and the legend (pixels).

@@ -28,7 +28,7 @@ from typing import Any
 
 from vtagml_core.data.synthetic.shift import SEVERITY_LEVELS, shifted_name
 from vtagml_core.experiments.seeds import summarize
-from vtagml_core.experiments.tables import CE_METRIC
+from vtagml_core.experiments.formatting import CE_METRIC
 from vtagml_core.metrics.multitask import METRIC_DIRECTIONS, PRIMARY_METRICS
 from vtagml_core.metrics.robustness import PERCENT, corruption_error, mean_corruption_error
 from vtagml_core.tasks import parse_tasks
