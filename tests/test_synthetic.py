@@ -1,6 +1,8 @@
 """Tests of the synthetic renderer: geometry labels, edges, determinism, domains, sizes."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -275,3 +277,28 @@ def test_bad_size_raises_naming_value(bad):
 def test_bad_seed_raises():
     with pytest.raises(ValueError, match="-1"):
         render_scene("indoor", -1, 16)
+
+
+def test_camera_roll_turns_the_view_about_the_optical_axis():
+    """Roll r rotates (right, down) about forward: R_r = R_0 @ [[c, -s, 0], [s, c, 0], [0, 0, 1]];
+    the centre ray (forward) hits the same point, and the horizon rises to the right for r > 0."""
+    scene = sample_scene("indoor", 3)
+    level = dataclasses.replace(scene.camera, roll_deg=0.0)
+    rolled = dataclasses.replace(level, roll_deg=30.0)
+    c, s = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    turn = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(rolled.rotation(), level.rotation() @ turn, atol=1e-12)
+    np.testing.assert_allclose(rolled.rotation().T @ rolled.rotation(), np.eye(3), atol=1e-12)
+    horizontal = level.rotation()[:, 0]  # the level camera's right: a world-horizontal direction
+    np.testing.assert_allclose(rolled.rotation().T @ horizontal, [c, -s, 0.0], atol=1e-12)  # image y up
+    a = raycast.cast_rays(dataclasses.replace(scene, camera=level), 41, 41)
+    b = raycast.cast_rays(dataclasses.replace(scene, camera=rolled), 41, 41)
+    assert b.depth[20, 20] == pytest.approx(a.depth[20, 20], rel=1e-5)
+    np.testing.assert_allclose(b.normal[20, 20], a.normal[20, 20], atol=1e-6)
+
+
+def test_shifted_indoor_camera_rolls_and_the_source_does_not():
+    rolls = [scene_camera("indoor_shift", seed).roll_deg for seed in range(20)]
+    assert max(abs(r) for r in rolls) > 5.0 and all(abs(r) <= 25.0 for r in rolls)
+    assert all(scene_camera("indoor", seed).roll_deg == 0.0 for seed in range(5))
+    assert all(scene_camera("indoor_shift@0", seed).roll_deg == 0.0 for seed in range(5))

@@ -58,9 +58,11 @@ _ROOM = RoomSpec(
 )
 # v5: larger halls seen by a level camera, so the target's depth range is not the source's
 # (docs/benchmark.md, "A lever for depth"; v4 had pitch 15-30 deg and 5-12 x 7-15 x 2.6-4.0 m).
+# v6: a hand-held camera (roll up to 25 deg either way), so the target's normals, in the camera
+# frame, are not the source's either ("A lever for normals").
 _ROOM_SHIFT = RoomSpec(
     camera=CameraSpec(height=(1.8, 2.4), pitch_deg=(5.0, 15.0), yaw_deg=(-35.0, 35.0),
-                      fov_deg=(75.0, 90.0)),
+                      fov_deg=(75.0, 90.0), roll_deg=(-25.0, 25.0)),
     width=(8.0, 14.0), depth=(12.0, 20.0), height=(3.0, 4.5),
     n_boxes=(4, 8), n_tables=(1, 3), n_balls=(2, 5), n_pillars=(1, 3), n_persons=(0, 2),
 )
@@ -119,7 +121,7 @@ INDOOR = DomainSpec(
 INDOOR_SHIFT = DomainSpec(
     name="indoor_shift",
     description="Shifted indoor: cool dark palette, harsh side light, busier textures and noise, "
-                "larger halls seen by a higher, level, wider camera, denser rooms.",
+                "larger halls seen by a higher, wider, hand-held camera, denser rooms.",
     layout_weights={"room": 1.0},
     room=_ROOM_SHIFT,
     appearance=AppearanceSpec(

@@ -69,7 +69,8 @@ def _sample_camera(spec, rng: np.random.Generator, x: float, z: float) -> Camera
     return Camera(position=(x, float(rng.uniform(*cam.height)), z),
                   yaw_deg=float(rng.uniform(*cam.yaw_deg)),
                   pitch_deg=float(rng.uniform(*cam.pitch_deg)),
-                  fov_deg=float(rng.uniform(*cam.fov_deg)))
+                  fov_deg=float(rng.uniform(*cam.fov_deg)),
+                  roll_deg=float(rng.uniform(*cam.roll_deg)))  # drawn even at (0, 0): same stream at every severity
 
 
 def _person(x: float, z: float, ground: float, rng, mat: MaterialSampler) -> list[Primitive]:

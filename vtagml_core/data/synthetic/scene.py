@@ -39,7 +39,9 @@ _CORNER_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for s
 
 @dataclass(frozen=True)
 class Camera:
-    """Pinhole camera: position (world), yaw/pitch (degrees, pitch > 0 looks down), fov.
+    """Pinhole camera: position (world), yaw/pitch/roll (degrees; pitch > 0 looks down; roll > 0
+    tilts the camera clockwise about its optical axis, so the horizon rises to the right in
+    the image), fov.
 
     ``fov_deg`` is the horizontal field of view; pixels are square, so the vertical field of
     view follows from the image aspect ratio.
@@ -49,13 +51,20 @@ class Camera:
     yaw_deg: float
     pitch_deg: float
     fov_deg: float
+    roll_deg: float = 0.0
 
     def rotation(self) -> np.ndarray:
-        """Camera-to-world rotation ``(3, 3)`` float64, columns = right, down, forward."""
-        yaw, pitch = np.radians(self.yaw_deg), np.radians(self.pitch_deg)
+        """Camera-to-world rotation ``(3, 3)`` float64, columns = right, down, forward.
+
+        Yaw and pitch give a level camera (right horizontal); roll then turns right and down
+        about forward: ``right' = cos(r) right + sin(r) down``, ``down' = right' x forward``.
+        """
+        yaw, pitch, roll = np.radians([self.yaw_deg, self.pitch_deg, self.roll_deg])
         forward = np.array([np.sin(yaw) * np.cos(pitch), -np.sin(pitch),
                             np.cos(yaw) * np.cos(pitch)])
-        right = np.array([np.cos(yaw), 0.0, -np.sin(yaw)])
+        level_right = np.array([np.cos(yaw), 0.0, -np.sin(yaw)])
+        level_down = np.cross(level_right, forward)
+        right = np.cos(roll) * level_right + np.sin(roll) * level_down
         down = np.cross(right, forward)
         return np.stack([right, down, forward], axis=1)
 

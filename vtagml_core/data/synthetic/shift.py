@@ -12,7 +12,7 @@ factor      fields
 appearance  palettes, texture weights/frequency/contrast, colour jitter, sensor noise,
             comic style
 lighting    ambient, intensity, light elevation and colour, depth falloff, fog, sky
-camera      camera height, pitch, yaw, field of view (room and street)
+camera      camera height, pitch, yaw, roll, field of view (room and street)
 layout      room and street geometry, object counts, layout kind weights
 ==========  ======================================================================
 

@@ -25,12 +25,14 @@ NUM_SURFACE_TEXTURES: int = SKY_TEXTURE
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """Pinhole camera pose ranges. Pitch > 0 looks down; fov is horizontal, in degrees."""
+    """Pinhole camera pose ranges, in degrees. Pitch > 0 looks down; roll tilts the camera about
+    its optical axis (a hand-held camera; 0 = a level horizon); fov is horizontal."""
 
     height: Range
     pitch_deg: Range
     yaw_deg: Range
     fov_deg: Range
+    roll_deg: Range = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
