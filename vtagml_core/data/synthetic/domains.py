@@ -10,7 +10,7 @@ domain         description
 =============  ===========================================================================
 indoor         source domain: warm rooms with cabinets, tables, balls, pillars, people
 indoor_shift   same classes, cooler/darker palette, harsher light, more texture and noise,
-               a higher, wider camera and denser rooms
+               larger halls, a higher, wider, hand-held (rolled) camera and denser rooms
 street         road and pavement between building facades, sky, cars, poles and people
 comic          either layout drawn as a comic: flat cel shading, posterised colours, ink
                outlines
