@@ -135,7 +135,7 @@ def test_settings_config_presets_overrides_and_errors(tmp_path, monkeypatch):
     from vtagml_core.train.pretrain import default_pretrained_path
 
     quick = load_settings_config(preset="quick")
-    assert quick.uda_target == "indoor_shift@appearance=0.2,lighting=1,camera=1,layout=1"
+    assert quick.uda_target == "indoor_shift"
     assert quick.task_sets == ["S-D", "S-D-N", "S-D-N-E"] and quick.remote_domains == ["street", "comic"]
     assert load_settings_config(preset="paper").adversarial.disc_channels == 64
     ctx = build_context("quick", overrides=TINY, root=tmp_path, store=tmp_path, methods=["vanilla_mtl"],
