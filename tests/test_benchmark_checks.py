@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from vtagml_core.cli import main
-from vtagml_core.data.synthetic import domains
+from vtagml_core.data.synthetic import domains, layouts
 from vtagml_core.data.synthetic.render import render_scene
+from vtagml_core.data.synthetic.scene import Camera
 from vtagml_core.data.synthetic.specs import shared_palette
 from vtagml_core.experiments.benchmark_checks import (colour_only_miou, fit_colour_classifier,
                                                       served_domain)
@@ -209,12 +210,24 @@ def test_every_named_domain_overlaps_its_palettes():
     assert 0.0 < domains.PALETTE_OVERLAP < 1.0
 
 
-def test_overlap_zero_renders_byte_identical_to_the_renderer_before_overlap():
-    """At overlap 0 no random number is drawn for it: with v3's indoor lighting the scenes are
-    those of generator v2."""
+def _camera_without_roll(spec, rng, x: float, z: float) -> Camera:
+    """The camera draw before generator v6 added the roll (which draws one number more)."""
+    cam = spec.camera
+    return Camera(position=(x, float(rng.uniform(*cam.height)), z),
+                  yaw_deg=float(rng.uniform(*cam.yaw_deg)),
+                  pitch_deg=float(rng.uniform(*cam.pitch_deg)),
+                  fov_deg=float(rng.uniform(*cam.fov_deg)))
+
+
+def test_overlap_zero_renders_byte_identical_to_the_renderer_before_overlap(monkeypatch):
+    """At overlap 0 no random number is drawn for it: with v3's indoor lighting and the camera
+    drawn without v6's roll the scenes are those of generator v2."""
+    default = _render_digest()
+    monkeypatch.setattr(layouts, "_sample_camera", _camera_without_roll)
     with _without_overlap("indoor", **V3_INDOOR_LIGHTING), _without_overlap("street"):
         assert _render_digest() == RENDERS_BEFORE_OVERLAP
     assert _render_digest() != RENDERS_BEFORE_OVERLAP  # the default overlap changes the colours
+    assert default != RENDERS_BEFORE_OVERLAP
 
 
 def test_palette_overlap_draws_from_the_shared_pool():
