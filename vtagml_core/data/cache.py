@@ -60,8 +60,7 @@ from .synthetic.shift import seed_domain_name, shift_info
 
 log = logging.getLogger(__name__)
 
-#: Bump whenever the renderer's output changes (v4: indoor lit from any elevation; v5: the
-#: shifted indoor target's larger halls and level camera; v6: its camera's roll; docs/benchmark.md).
+#: Bump whenever the renderer's output changes (v4-v6 and why: docs/benchmark.md, "The cache").
 GENERATOR_VERSION: str = "6"
 #: Split names. Each gets its own seed stream (its index is part of the spawn key).
 SPLITS: tuple[str, ...] = ("train", "val", "test", "pretext")
